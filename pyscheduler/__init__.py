@@ -1,0 +1,105 @@
+"""pyscheduler: cron, interval and one-time jobs for Python processes, each occurrence run once
+across every process that shares a backend.
+
+Everything public is importable from here.
+"""
+
+from __future__ import annotations
+
+# Errors
+from .errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigError,
+    CorruptStateError,
+    DuplicateJobError,
+    InvalidJobError,
+    InvalidScheduleError,
+    JobCancelled,
+    JobError,
+    JobNotFoundError,
+    JobTimeoutError,
+    LeaseLostError,
+    LockError,
+    SchedulerError,
+    SchedulerStateError,
+)
+
+# Time
+from .clock import Clock, FakeClock, SystemClock
+
+# Schedules and retries
+from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
+from .retry import RetryPolicy, RetryStrategy
+
+# Jobs and their context
+from .context import CancellationToken, JobContext, current_job
+from .job import Job, JobMetadata, JobStatus
+
+# Observability
+from .observability import Logger, MetricsCollector, NoOpLogger, NoOpMetrics, StandardLogger
+
+# Parts of a scheduler
+from .backends import Backend, MemoryBackend
+from .config import SchedulerConfig
+from .executor import DefaultJobExecutor
+from .lock import DistributedLock
+from .scheduler import Scheduler, ShutdownReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendUnavailableError",
+    "CancellationToken",
+    "Clock",
+    "ConfigError",
+    "CorruptStateError",
+    "CronSchedule",
+    "DefaultJobExecutor",
+    "DistributedLock",
+    "DuplicateJobError",
+    "FakeClock",
+    "IntervalSchedule",
+    "InvalidJobError",
+    "InvalidScheduleError",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobError",
+    "JobMetadata",
+    "JobNotFoundError",
+    "JobStatus",
+    "JobTimeoutError",
+    "LeaseLostError",
+    "LockError",
+    "Logger",
+    "MemoryBackend",
+    "MetricsCollector",
+    "NoOpLogger",
+    "NoOpMetrics",
+    "OnceSchedule",
+    "RedisBackend",
+    "RetryPolicy",
+    "RetryStrategy",
+    "Schedule",
+    "Scheduler",
+    "SchedulerConfig",
+    "SchedulerError",
+    "SchedulerStateError",
+    "ShutdownReport",
+    "StandardLogger",
+    "SystemClock",
+    "__version__",
+    "current_job",
+]
+
+
+def __getattr__(name: str) -> object:
+    # RedisBackend imports redis-py; keep `import pyscheduler` light until it is asked for.
+    if name == "RedisBackend":
+        from .backends.redis import RedisBackend
+
+        return RedisBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

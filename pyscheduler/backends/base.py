@@ -1,0 +1,278 @@
+"""The backend contract: what a store shared by many schedulers must do, documented once.
+
+A backend keeps, per job, plain data (JSON-serialisable values only, never pickles or code):
+the job's definition, its next regular run time, whether it is paused, the occurrence in
+flight (scheduled time, attempt, owner token, fence, status), its counters, and a lease with
+a time-to-live. All times are integer epoch milliseconds, decided by the backend's own clock
+(Redis ``TIME`` for Redis), never by the calling instance's wall clock.
+
+Every state change is one atomic transition:
+
+- :meth:`Backend.claim` compares the *occurrence* (the stored due time the caller saw), checks
+  due-ness, bumps the job's fencing counter, takes the lease, advances the next run time to the
+  following occurrence (computed by the caller from its schedule) and records the occurrence as
+  running. Many claims travel in one call so a tick costs one round trip.
+- :meth:`Backend.refresh` resets the TTL of leases still owned by their token; it never adds
+  to a TTL and never re-creates a missing lease.
+- :meth:`Backend.finish` records an attempt's outcome if its token and fence still own the
+  occurrence, then schedules the retry (any instance may run it) or settles the occurrence.
+- :meth:`Backend.interrupt` gives up running occurrences at shutdown so another instance
+  recovers them at once rather than after the lease runs out.
+
+A job's *due time* is derived from its state and kept in a sorted index so that finding due
+work is cheap with 100,000 jobs:
+
+- paused, or no occurrence left: not in the index;
+- an attempt running: when its lease expires (an orphan is then recovered as attempt + 1);
+- waiting for a retry: ``retry_at``; interrupted at shutdown: the interruption time;
+- otherwise: the earlier of the next regular run and a pending ``run_now`` request.
+
+This is not a queue: a job has at most one occurrence in flight, and its next regular run is
+considered only after that occurrence settled (missed runs are then coalesced or skipped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Protocol, Sequence
+
+__all__ = [
+    "Backend",
+    "Claim",
+    "ClaimBatch",
+    "ClaimRequest",
+    "DueEntry",
+    "JobDefinition",
+    "JobState",
+    "Lease",
+    "Outcome",
+    "OccurrenceKind",
+]
+
+
+class OccurrenceKind:
+    """How an occurrence came to be claimed (plain strings, stored as such)."""
+
+    REGULAR = "regular"  #: the schedule's next run
+    RETRY = "retry"  #: another attempt after a failure, per the retry policy
+    RECOVERY = "recovery"  #: another attempt after the holder died or shut down mid-run
+    MANUAL = "manual"  #: an extra run asked for with ``run_now``
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    """What an instance registers: the job's name and plain-data description.
+
+    :param name: the job's unique name in the scheduler group.
+    :param first_run_ms: the first regular occurrence, used only if the job is new to the
+        backend (an existing job keeps its stored state); ``None`` for no occurrence.
+    :param description: JSON-able description (schedule, options, schema version) for
+        operators; the backend stores it and never interprets it.
+    """
+
+    name: str
+    first_run_ms: Optional[int]
+    description: dict[str, object] = field(default_factory=dict)
+    #: a new job starts paused (``Job(enabled=False)``); an existing one keeps its state
+    start_paused: bool = False
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A snapshot of one job's stored state."""
+
+    name: str
+    next_run_ms: Optional[int]
+    due_ms: Optional[int]
+    paused: bool
+    fence: int
+    run_count: int = 0
+    failure_count: int = 0
+    consecutive_failures: int = 0
+    last_run_ms: Optional[int] = None
+    last_success_ms: Optional[int] = None
+    last_error: str = ""
+    last_duration: Optional[float] = None
+    #: ``running``, ``retry_wait``, ``interrupted`` or ``""`` when nothing is in flight.
+    occurrence_status: str = ""
+    occurrence_scheduled_ms: Optional[int] = None
+    occurrence_attempt: int = 0
+    #: whether the last settled occurrence failed (after its retries)
+    last_failed: bool = False
+    description: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DueEntry:
+    """A job whose due time has come, as the backend's index sees it."""
+
+    name: str
+    due_ms: Optional[int]
+    next_run_ms: Optional[int]
+    #: the backend does not know the job: removed by an operator (``removed``) or lost with
+    #: the backend's data (``missing`` only), in which case its registrants re-create it
+    missing: bool = False
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """One occurrence an instance wants to claim.
+
+    :param job_name: the job.
+    :param owner: a nonce the caller made for this claim; it becomes the lease's owner token.
+        Re-sending the same request (a lost reply) returns the original claim.
+    :param expected_due_ms: the stored due time the caller saw: the compare-and-set value.
+    :param expected_next_run_ms: the stored next regular run the caller saw.
+    :param scheduled_ms: for a regular occurrence, the nominal time to run: the latest
+        occurrence not after now (missed ones coalesce into it).
+    :param following_ms: the regular occurrence after ``scheduled_ms``; ``None``: no more.
+    :param misfire_grace_ms: a regular occurrence later than this is skipped; ``None``: no limit.
+    :param max_recoveries: how often an orphaned occurrence may be re-claimed (0: never).
+    """
+
+    job_name: str
+    owner: str
+    expected_due_ms: int
+    expected_next_run_ms: Optional[int]
+    scheduled_ms: Optional[int]
+    following_ms: Optional[int]
+    misfire_grace_ms: Optional[int] = None
+    max_recoveries: int = 1
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed occurrence: the caller now holds its lease and must run it."""
+
+    job_name: str
+    owner: str
+    fence: int
+    scheduled_ms: int
+    attempt: int
+    kind: str
+    claimed_at_ms: int
+    lease_ms: int
+
+
+@dataclass(frozen=True)
+class ClaimBatch:
+    """The answer to :meth:`Backend.claim`.
+
+    :param claims: the occurrences now held by the caller.
+    :param refused: the current state of each requested job that was not claimed (someone
+        else claimed it, it is paused, removed or not yet due); ``due_ms`` is ``None`` for a
+        paused, finished or unknown job.
+    :param due: other jobs due by the backend's clock that the caller did not ask for (retries
+        or ``run_now`` requests made elsewhere, orphans), at most ``peek`` of them.
+    :param skipped: names of jobs whose occurrence was skipped as misfired.
+    :param abandoned: names of jobs whose orphaned occurrence ran out of recoveries.
+    :param now_ms: the backend's clock when the batch was decided.
+    """
+
+    claims: list[Claim]
+    refused: list[DueEntry]
+    due: list[DueEntry]
+    skipped: list[str]
+    abandoned: list[str]
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The owner's handle on a running occurrence: enough to refresh, finish or release it."""
+
+    job_name: str
+    owner: str
+    fence: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one attempt, reported by its owner.
+
+    :param retry_delay_ms: when set, the occurrence is retried that long after the backend
+        recorded the failure (by whichever instance claims it first).
+    """
+
+    lease: Lease
+    succeeded: bool
+    error: str = ""
+    duration: float = 0.0
+    retry_delay_ms: Optional[int] = None
+
+
+class Backend(Protocol):
+    """The store shared by every scheduler of a group. Implementations are thread-safe."""
+
+    def open(self) -> None:
+        """Connect (or check the connection) before use; called by ``Scheduler.start``.
+
+        :raises BackendUnavailableError: the store cannot be reached.
+        """
+
+    def close(self) -> None:
+        """Release what :meth:`open` acquired; closes only connections the backend built."""
+
+    def now_ms(self) -> int:
+        """The backend's clock, in epoch milliseconds."""
+
+    def register(self, definitions: Sequence[JobDefinition]) -> list[JobState]:
+        """Create the jobs not yet stored; leave existing state as it is (a paused job stays
+        paused, its counters and next run time are kept) but update the description. An
+        explicit registration clears a removal tombstone.
+
+        :returns: the stored state of each job, in the order given.
+        """
+
+    def claim(
+        self, instance_id: str, requests: Sequence[ClaimRequest], lease_ms: int, peek: int
+    ) -> ClaimBatch:
+        """Atomically claim each due occurrence in ``requests``, each on its own.
+
+        A request is claimed only if the job exists, is not paused, its stored due time equals
+        ``expected_due_ms`` and that time has come by the backend's clock. What is claimed
+        depends on the stored state: a retry or an orphan recovery (same scheduled time,
+        attempt + 1), a pending ``run_now``, or else the next regular occurrence, which is
+        skipped instead when later than its misfire grace. Each claim bumps the fence to
+        ``max(fence + 1, now in microseconds)`` so fences grow even across a data loss.
+
+        :param peek: report up to this many other due jobs in :attr:`ClaimBatch.due`.
+        """
+
+    def refresh(self, leases: Sequence[Lease], lease_ms: int) -> list[bool]:
+        """Set each lease still owned by its token and fence to expire ``lease_ms`` from now.
+
+        :returns: per lease, whether it is still held. A lost lease is never re-created.
+        """
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[Optional[JobState]]:
+        """Record each outcome if its token and fence still own the occurrence.
+
+        A stale outcome (the occurrence was taken over, or the job removed) changes nothing.
+
+        :returns: per outcome, the job's new state if accepted, ``None`` if stale.
+        """
+
+    def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
+        """Give up owned running occurrences so another instance recovers them at once."""
+
+    def pause(self, name: str) -> Optional[DueEntry]:
+        """Take the job out of the due index; ``None`` if unknown."""
+
+    def resume(self, name: str) -> Optional[DueEntry]:
+        """Put a paused job back in the due index; ``None`` if unknown."""
+
+    def remove(self, name: str) -> bool:
+        """Drop the job and all its state, leaving a tombstone so that the other instances
+        drop it too instead of re-creating it; ``False`` if unknown."""
+
+    def run_now(self, name: str) -> Optional[DueEntry]:
+        """Ask for an extra occurrence now, claimed through the usual lease (after the
+        occurrence in flight, if any); ``None`` if unknown."""
+
+    def get_states(self, names: Sequence[str]) -> list[Optional[JobState]]:
+        """The stored state of each named job, ``None`` where unknown."""
+
+    def job_names(self) -> list[str]:
+        """Every job stored in this scheduler group, registered by any instance."""

@@ -1,0 +1,431 @@
+"""MemoryBackend: the embedded default, shared by the schedulers of one process.
+
+Every transition of the contract in :mod:`pyscheduler.backends.base` runs under one lock, so
+two ``Scheduler`` objects on one ``MemoryBackend`` never run the same occurrence twice. The due
+index is a heap with lazy deletion: finding due work costs O(k log n), not a scan.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Optional, Sequence
+
+from ..clock import Clock, SystemClock
+from .base import (
+    Claim,
+    ClaimBatch,
+    ClaimRequest,
+    DueEntry,
+    JobDefinition,
+    JobState,
+    Lease,
+    OccurrenceKind,
+    Outcome,
+)
+
+__all__ = ["MemoryBackend"]
+
+_RUNNING = "running"
+_RETRY_WAIT = "retry_wait"
+_INTERRUPTED = "interrupted"
+
+
+@dataclass
+class _Occurrence:
+    scheduled_ms: int
+    attempt: int
+    owner: str
+    fence: int
+    kind: str
+    status: str = _RUNNING
+    claimed_at_ms: int = 0
+    retry_at_ms: Optional[int] = None
+    recoveries: int = 0
+
+
+@dataclass
+class _Record:
+    state: JobState
+    occurrence: Optional[_Occurrence] = None
+    manual_at_ms: Optional[int] = None
+    lease_owner: str = ""
+    lease_fence: int = 0
+    lease_expires_ms: int = 0
+    history: dict[str, Claim] = field(default_factory=dict)
+
+
+class MemoryBackend:
+    """A thread-safe in-process backend; see :class:`~pyscheduler.backends.base.Backend`.
+
+    :param clock: the clock deciding due-ness and lease expiry; share the scheduler's.
+    """
+
+    def __init__(self, clock: Optional[Clock] = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._records: dict[str, _Record] = {}
+        self._removed: set[str] = set()
+        self._index: list[tuple[int, str]] = []
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend(jobs={len(self._records)})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Nothing to connect to."""
+
+    def close(self) -> None:
+        """Nothing to close; the state stays for other schedulers sharing this backend."""
+
+    def now_ms(self) -> int:
+        """The injected clock in epoch milliseconds."""
+        return int(self._clock.time() * 1000)
+
+    @property
+    def address(self) -> str:
+        """A human-readable name of the store, for error messages."""
+        return "memory"
+
+    # -- registration and management ---------------------------------------------------------
+
+    def register(self, definitions: Sequence[JobDefinition]) -> list[JobState]:
+        with self._lock:
+            states = []
+            for definition in definitions:
+                self._removed.discard(definition.name)
+                record = self._records.get(definition.name)
+                if record is None:
+                    record = _Record(
+                        JobState(
+                            name=definition.name,
+                            next_run_ms=definition.first_run_ms,
+                            due_ms=None,
+                            paused=definition.start_paused,
+                            fence=0,
+                            description=dict(definition.description),
+                        )
+                    )
+                    self._records[definition.name] = record
+                    self._reindex(record)
+                else:
+                    record.state = replace(record.state, description=dict(definition.description))
+                states.append(self._snapshot(record))
+            return states
+
+    def pause(self, name: str) -> Optional[DueEntry]:
+        return self._update(name, paused=True)
+
+    def resume(self, name: str) -> Optional[DueEntry]:
+        return self._update(name, paused=False)
+
+    def _update(self, name: str, *, paused: bool) -> Optional[DueEntry]:
+        with self._lock:
+            record = self._records.get(name)
+            if record is None:
+                return None
+            record.state = replace(record.state, paused=paused)
+            self._reindex(record)
+            return self._due_entry(record)
+
+    def remove(self, name: str) -> bool:
+        with self._lock:
+            # The index entry goes stale and is dropped lazily when it reaches the top.
+            if self._records.pop(name, None) is None:
+                return False
+            self._removed.add(name)
+            return True
+
+    def run_now(self, name: str) -> Optional[DueEntry]:
+        with self._lock:
+            record = self._records.get(name)
+            if record is None:
+                return None
+            if record.manual_at_ms is None:
+                record.manual_at_ms = self.now_ms()
+            self._reindex(record)
+            return self._due_entry(record)
+
+    def get_states(self, names: Sequence[str]) -> list[Optional[JobState]]:
+        with self._lock:
+            records = [self._records.get(name) for name in names]
+            return [None if record is None else self._snapshot(record) for record in records]
+
+    def job_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._records)
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def claim(
+        self, instance_id: str, requests: Sequence[ClaimRequest], lease_ms: int, peek: int
+    ) -> ClaimBatch:
+        with self._lock:
+            now = self.now_ms()
+            claims: list[Claim] = []
+            refused: list[DueEntry] = []
+            skipped: list[str] = []
+            abandoned: list[str] = []
+            for request in requests:
+                record = self._records.get(request.job_name)
+                if record is None:
+                    refused.append(self._unknown(request.job_name))
+                    continue
+                earlier = record.history.get(request.owner)
+                if earlier is not None:
+                    claims.append(earlier)
+                    continue
+                claim = self._claim_one(record, request, now, lease_ms, skipped, abandoned)
+                if claim is None:
+                    refused.append(self._due_entry(record))
+                else:
+                    claims.append(claim)
+            requested = {request.job_name for request in requests}
+            due = [entry for entry in self._due_entries(now, peek + len(requested))
+                   if entry.name not in requested][:peek]
+            return ClaimBatch(claims, refused, due, skipped, abandoned, now)
+
+    def _claim_one(
+        self,
+        record: _Record,
+        request: ClaimRequest,
+        now: int,
+        lease_ms: int,
+        skipped: list[str],
+        abandoned: list[str],
+    ) -> Optional[Claim]:
+        state = record.state
+        if state.paused or state.due_ms is None or state.due_ms != request.expected_due_ms:
+            return None
+        if state.due_ms > now:
+            return None
+        occurrence = record.occurrence
+        if occurrence is not None and occurrence.status == _RETRY_WAIT:
+            return self._take(record, request, now, lease_ms, occurrence.scheduled_ms,
+                              occurrence.attempt + 1, OccurrenceKind.RETRY)
+        if occurrence is not None:  # an orphan (lease ran out) or interrupted at shutdown
+            if occurrence.status == _RUNNING and record.lease_expires_ms > now:
+                return None
+            if occurrence.recoveries >= request.max_recoveries:
+                self._settle(record, succeeded=False, error="abandoned: its holder stopped "
+                             "before finishing and recovery is exhausted or disabled")
+                abandoned.append(state.name)
+                return None
+            occurrence.recoveries += 1
+            return self._take(record, request, now, lease_ms, occurrence.scheduled_ms,
+                              occurrence.attempt + 1, OccurrenceKind.RECOVERY)
+        if record.manual_at_ms is not None and (
+            state.next_run_ms is None or record.manual_at_ms <= state.next_run_ms
+        ):
+            scheduled = record.manual_at_ms
+            record.manual_at_ms = None
+            return self._take(record, request, now, lease_ms, scheduled, 1, OccurrenceKind.MANUAL)
+        return self._claim_regular(record, request, now, lease_ms, skipped)
+
+    def _claim_regular(
+        self, record: _Record, request: ClaimRequest, now: int, lease_ms: int, skipped: list[str]
+    ) -> Optional[Claim]:
+        state = record.state
+        scheduled = request.scheduled_ms
+        following = request.following_ms
+        if (
+            state.next_run_ms is None
+            or request.expected_next_run_ms != state.next_run_ms
+            or scheduled is None
+            or scheduled < state.next_run_ms
+            or scheduled > now
+            or (following is not None and following <= scheduled)
+        ):
+            return None
+        record.state = replace(state, next_run_ms=following)
+        grace = request.misfire_grace_ms
+        if grace is not None and now - scheduled > grace:
+            self._reindex(record)
+            skipped.append(state.name)
+            return None
+        return self._take(record, request, now, lease_ms, scheduled, 1, OccurrenceKind.REGULAR)
+
+    def _take(
+        self,
+        record: _Record,
+        request: ClaimRequest,
+        now: int,
+        lease_ms: int,
+        scheduled_ms: int,
+        attempt: int,
+        kind: str,
+    ) -> Claim:
+        fence = max(record.state.fence + 1, now * 1000)
+        recoveries = record.occurrence.recoveries if record.occurrence else 0
+        record.occurrence = _Occurrence(
+            scheduled_ms, attempt, request.owner, fence, kind, _RUNNING, now, None, recoveries
+        )
+        record.lease_owner, record.lease_fence = request.owner, fence
+        record.lease_expires_ms = now + lease_ms
+        record.state = replace(record.state, fence=fence)
+        self._reindex(record)
+        claim = Claim(record.state.name, request.owner, fence, scheduled_ms, attempt, kind,
+                      now, lease_ms)
+        # Only the latest claim can be re-sent, so keeping one is enough.
+        record.history = {request.owner: claim}
+        return claim
+
+    # -- leases and outcomes -----------------------------------------------------------------
+
+    def refresh(self, leases: Sequence[Lease], lease_ms: int) -> list[bool]:
+        with self._lock:
+            now = self.now_ms()
+            held = []
+            for lease in leases:
+                record = self._owned_lease(lease, now)
+                if record is not None:
+                    record.lease_expires_ms = now + lease_ms
+                    self._reindex(record)
+                held.append(record is not None)
+            return held
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[Optional[JobState]]:
+        with self._lock:
+            now = self.now_ms()
+            states: list[Optional[JobState]] = []
+            for outcome in outcomes:
+                record = self._owned_occurrence(outcome.lease)
+                if record is not None:
+                    self._record_attempt(record, outcome, now)
+                states.append(None if record is None else self._snapshot(record))
+            return states
+
+    def _record_attempt(self, record: _Record, outcome: Outcome, now: int) -> None:
+        record.lease_owner = ""
+        occurrence = record.occurrence
+        assert occurrence is not None
+        record.state = replace(
+            record.state,
+            run_count=record.state.run_count + 1,
+            last_run_ms=occurrence.claimed_at_ms,
+            last_duration=outcome.duration,
+            last_error=outcome.error if not outcome.succeeded else record.state.last_error,
+        )
+        if outcome.succeeded:
+            self._settle(record, succeeded=True, error="", now=now)
+        elif outcome.retry_delay_ms is not None:
+            occurrence.status = _RETRY_WAIT
+            occurrence.retry_at_ms = now + max(0, outcome.retry_delay_ms)
+            self._reindex(record)
+        else:
+            self._settle(record, succeeded=False, error=outcome.error)
+
+    def _settle(self, record: _Record, *, succeeded: bool, error: str, now: int = 0) -> None:
+        state = record.state
+        if succeeded:
+            record.state = replace(state, last_success_ms=now, consecutive_failures=0,
+                                   last_failed=False)
+        else:
+            record.state = replace(
+                state,
+                failure_count=state.failure_count + 1,
+                consecutive_failures=state.consecutive_failures + 1,
+                last_error=error or state.last_error,
+                last_failed=True,
+            )
+        record.occurrence = None
+        record.lease_owner = ""
+        self._reindex(record)
+
+    def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
+        with self._lock:
+            now = self.now_ms()
+            released = []
+            for lease in leases:
+                record = self._owned_occurrence(lease)
+                released.append(record is not None)
+                if record is None or record.occurrence is None:
+                    continue
+                record.occurrence.status = _INTERRUPTED
+                record.occurrence.retry_at_ms = now
+                record.lease_owner = ""
+                self._reindex(record)
+            return released
+
+    def _owned_lease(self, lease: Lease, now: int) -> Optional[_Record]:
+        record = self._owned_occurrence(lease)
+        if record is None or record.lease_owner != lease.owner or record.lease_expires_ms <= now:
+            return None
+        return record
+
+    def _owned_occurrence(self, lease: Lease) -> Optional[_Record]:
+        # Owner and fence of the occurrence decide, not the lease: a finish whose lease ran out
+        # but that nobody took over yet is still the latest word on that occurrence.
+        record = self._records.get(lease.job_name)
+        if record is None or record.occurrence is None:
+            return None
+        occurrence = record.occurrence
+        if occurrence.status != _RUNNING:
+            return None
+        if occurrence.owner != lease.owner or occurrence.fence != lease.fence:
+            return None
+        return record
+
+    # -- the due index -----------------------------------------------------------------------
+
+    def _reindex(self, record: _Record) -> None:
+        due = self._due_time(record)
+        if due == record.state.due_ms and due is not None:
+            return  # its index entry is still valid
+        record.state = replace(record.state, due_ms=due)
+        if due is not None:
+            heapq.heappush(self._index, (due, record.state.name))
+        if len(self._index) > 2 * len(self._records) + 1024:
+            # Stale entries only leave the heap when they reach its top; rebuild it before
+            # they outgrow the live ones.
+            self._index = [(r.state.due_ms, name) for name, r in self._records.items()
+                           if r.state.due_ms is not None]
+            heapq.heapify(self._index)
+
+    @staticmethod
+    def _due_time(record: _Record) -> Optional[int]:
+        state = record.state
+        occurrence = record.occurrence
+        if state.paused:
+            return None
+        if occurrence is not None:
+            if occurrence.status == _RUNNING:
+                return record.lease_expires_ms
+            return occurrence.retry_at_ms
+        if record.manual_at_ms is not None and state.next_run_ms is not None:
+            return min(record.manual_at_ms, state.next_run_ms)
+        return record.manual_at_ms if record.manual_at_ms is not None else state.next_run_ms
+
+    def _due_entries(self, now: int, limit: int) -> list[DueEntry]:
+        entries: list[DueEntry] = []
+        kept: list[tuple[int, str]] = []
+        while self._index and len(entries) < limit and self._index[0][0] <= now:
+            due, name = heapq.heappop(self._index)
+            record = self._records.get(name)
+            if record is None or record.state.due_ms != due or any(n == name for _, n in kept):
+                continue  # stale: the job moved, went away, or is listed twice
+            kept.append((due, name))
+            entries.append(self._due_entry(record))
+        for item in kept:
+            heapq.heappush(self._index, item)
+        return entries
+
+    def _unknown(self, name: str) -> DueEntry:
+        return DueEntry(name, None, None, missing=True, removed=name in self._removed)
+
+    @staticmethod
+    def _due_entry(record: _Record) -> DueEntry:
+        return DueEntry(record.state.name, record.state.due_ms, record.state.next_run_ms)
+
+    def _snapshot(self, record: _Record) -> JobState:
+        occurrence = record.occurrence
+        if occurrence is None:
+            return record.state
+        return replace(
+            record.state,
+            occurrence_status=occurrence.status,
+            occurrence_scheduled_ms=occurrence.scheduled_ms,
+            occurrence_attempt=occurrence.attempt,
+        )

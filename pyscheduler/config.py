@@ -1,0 +1,190 @@
+"""SchedulerConfig: every tunable of a scheduler, validated once, from code, a mapping or env.
+
+A config is a frozen value. Durations are float seconds (a ``timedelta`` is accepted and
+converted). ``from_mapping`` reads Flask/Django settings (``PYSCHEDULER_TICK_INTERVAL`` or
+``tick_interval``); ``from_env`` reads ``PYSCHEDULER_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Mapping, Optional, Union
+
+from ._time import to_seconds
+from .errors import ConfigError
+
+__all__ = ["SchedulerConfig"]
+
+_BACKEND_TYPES = ("memory", "redis")
+_ENV_PREFIX = "PYSCHEDULER_"
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How a scheduler runs. Every field has a default; see the README's configuration table.
+
+    :param tick_interval: the longest the tick thread sleeps; bounds how late changes made by
+        other instances (pause, run-now, retries) are noticed.
+    :param max_concurrent: worker threads, i.e. handlers running at once.
+    :param lock_ttl: lease time-to-live: how long a crashed holder keeps an occurrence.
+    :param lock_refresh_interval: how often leases are extended; below ``lock_ttl``.
+    :param backend_type: ``"memory"`` or ``"redis"`` (used by ``Scheduler.from_config``).
+    :param redis_addr: ``host:port`` of Redis, with ``redis_password`` and ``redis_db``.
+    :param redis_url: a ``redis://`` or ``rediss://`` URL; wins over ``redis_addr``.
+    :param key_prefix: prefix of every Redis key; schedulers sharing it form one group.
+    :param timezone: default IANA zone for cron jobs declared through ``Scheduler.cron``.
+    :param misfire_grace_time: default for jobs that set none; ``None``: no limit.
+    :param instance_id: this instance's name in logs and backend records (default: host:pid).
+    :raises ConfigError: a field is invalid; the error names it.
+    """
+
+    tick_interval: Union[float, timedelta] = 5.0
+    max_concurrent: int = 10
+    lock_ttl: Union[float, timedelta] = 30.0
+    lock_refresh_interval: Union[float, timedelta] = 10.0
+    backend_type: str = "memory"
+    redis_addr: str = "localhost:6379"
+    redis_password: str = ""
+    redis_db: int = 0
+    redis_url: Optional[str] = None
+    key_prefix: str = "pyscheduler"
+    timezone: str = "UTC"
+    misfire_grace_time: Optional[Union[float, timedelta]] = None
+    instance_id: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name in ("tick_interval", "lock_ttl", "lock_refresh_interval"):
+            object.__setattr__(self, name, _positive_seconds(name, getattr(self, name)))
+        if self.misfire_grace_time is not None:
+            object.__setattr__(self, "misfire_grace_time",
+                               _positive_seconds("misfire_grace_time", self.misfire_grace_time))
+        _check_int("max_concurrent", self.max_concurrent, minimum=1)
+        _check_int("redis_db", self.redis_db, minimum=0)
+        if self.lock_refresh_interval >= self.lock_ttl:  # type: ignore[operator]
+            raise ConfigError(
+                "lock_refresh_interval",
+                f"must be shorter than lock_ttl ({self.lock_ttl} s), "
+                f"got {self.lock_refresh_interval} s",
+            )
+        if self.backend_type not in _BACKEND_TYPES:
+            raise ConfigError("backend_type", f"must be one of {_BACKEND_TYPES}, "
+                                              f"got {self.backend_type!r}")
+        for name in ("redis_addr", "redis_password", "key_prefix", "timezone"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(name, f"must be a string, got {getattr(self, name)!r}")
+        if not self.key_prefix:
+            raise ConfigError("key_prefix", "must not be empty")
+        if self.redis_url is not None and not isinstance(self.redis_url, str):
+            raise ConfigError("redis_url", f"must be a string, got {self.redis_url!r}")
+        if self.instance_id is not None and not (
+            isinstance(self.instance_id, str) and self.instance_id
+        ):
+            raise ConfigError("instance_id", f"must be a non-empty string, got {self.instance_id!r}")
+        _check_timezone(self.timezone)
+
+    @classmethod
+    def default(cls) -> SchedulerConfig:
+        """The defaults: a 5 s tick, 10 workers, 30 s leases refreshed every 10 s, in memory."""
+        return cls()
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, object]) -> SchedulerConfig:
+        """Build from a settings mapping.
+
+        Keys are field names, either as they are (``tick_interval``) or upper-cased with the
+        ``PYSCHEDULER_`` prefix (Flask style); other ``PYSCHEDULER_*`` keys are an error, other
+        keys are ignored so a whole Flask ``app.config`` can be passed.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, object] = {}
+        for key, value in mapping.items():
+            if key.startswith(_ENV_PREFIX):
+                name = key[len(_ENV_PREFIX):].lower()
+                if name not in fields:
+                    raise ConfigError(key, f"unknown setting; known: {sorted(fields)}")
+            elif key in fields:
+                name = key
+            else:
+                continue
+            values[name] = value
+        return cls(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> SchedulerConfig:
+        """Build from ``PYSCHEDULER_*`` environment variables (``PYSCHEDULER_MAX_CONCURRENT=4``)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(_ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse_env(field.name, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+    # Typed views: __post_init__ normalised the durations to float seconds.
+    @property
+    def tick_seconds(self) -> float:
+        """``tick_interval`` in seconds."""
+        return float(self.tick_interval)  # type: ignore[arg-type]
+
+    @property
+    def lock_ttl_seconds(self) -> float:
+        """``lock_ttl`` in seconds."""
+        return float(self.lock_ttl)  # type: ignore[arg-type]
+
+    @property
+    def refresh_seconds(self) -> float:
+        """``lock_refresh_interval`` in seconds."""
+        return float(self.lock_refresh_interval)  # type: ignore[arg-type]
+
+    @property
+    def misfire_grace_seconds(self) -> Optional[float]:
+        """``misfire_grace_time`` in seconds, or ``None``."""
+        grace = self.misfire_grace_time
+        return None if grace is None else float(grace)  # type: ignore[arg-type]
+
+
+_INT_FIELDS = ("max_concurrent", "redis_db")
+_OPTIONAL_FIELDS = ("redis_url", "misfire_grace_time", "instance_id")
+_FLOAT_FIELDS = ("tick_interval", "lock_ttl", "lock_refresh_interval", "misfire_grace_time")
+
+
+def _parse_env(name: str, raw: str) -> object:
+    if name in _OPTIONAL_FIELDS and raw.strip() in ("", "none", "None"):
+        return None
+    try:
+        if name in _INT_FIELDS:
+            return int(raw)
+        if name in _FLOAT_FIELDS:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(name, f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a number") from None
+    return raw
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    try:
+        seconds = to_seconds(value, name)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(name, str(exc)) from None
+    if seconds <= 0:
+        raise ConfigError(name, f"must be positive, got {value!r}")
+    return seconds
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("timezone", f"unknown IANA time zone {name!r}") from None

@@ -1,0 +1,182 @@
+"""DefaultJobExecutor: the worker pool that runs handlers, isolates their failures, and
+enforces timeouts by cancelling their tokens.
+
+The pool is a ``concurrent.futures.ThreadPoolExecutor`` capped at ``max_concurrent``, and the
+scheduler submits a run only when a slot is free, so nothing ever queues inside the pool. A
+handler that ignores its cancelled token keeps its thread: its slot stays counted as busy
+until it returns, because pretending otherwise would start more handlers than the cap.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .backends.base import Claim, Lease
+from .clock import Clock, SystemClock
+from .context import JobContext, _reset_current, _set_current
+from .job import Job
+from .observability import Logger, MetricsCollector, NoOpMetrics, SafeHooks, StandardLogger
+
+__all__ = ["DefaultJobExecutor", "Run", "describe_error"]
+
+
+@dataclass(eq=False)
+class Run:
+    """One attempt of one occurrence, from claim to return.
+
+    ``settled`` is set once the attempt's outcome was decided without waiting for the
+    handler (it timed out): whatever the handler does afterwards is only logged.
+    """
+
+    job: Job
+    claim: Claim
+    context: JobContext
+    deadline: Optional[float]
+    started: float = 0.0
+    settled: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def lease(self) -> Lease:
+        """The lease this run holds."""
+        return Lease(self.claim.job_name, self.claim.owner, self.claim.fence)
+
+
+#: ``on_done(run, error, duration)``: called on the worker thread when a handler returned.
+DoneCallback = Callable[[Run, Optional[BaseException], float], None]
+
+
+class DefaultJobExecutor:
+    """Runs handlers on a bounded thread pool.
+
+    :param logger: where handler failures are logged (with traceback).
+    :param metrics: told when attempts start, succeed, fail and time out.
+    """
+
+    def __init__(
+        self,
+        logger: Optional[Logger] = None,
+        metrics: Optional[MetricsCollector] = None,
+        *,
+        clock: Optional[Clock] = None,
+    ) -> None:
+        self._hooks = SafeHooks(logger or StandardLogger(), metrics or NoOpMetrics())
+        self._clock: Clock = clock or SystemClock()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._capacity = 0
+        self._running: dict[str, Run] = {}  # by claim owner token
+        self._mutex = threading.Lock()
+        # Runs submitted whose result has not been handed to on_done yet.
+        self._in_flight = 0
+        self._idle = threading.Condition(self._mutex)
+        self._on_done: Optional[DoneCallback] = None
+
+    def start(self, max_concurrent: int, on_done: DoneCallback, clock: Clock) -> None:
+        """Create the pool; ``on_done`` receives every handler's result."""
+        self._clock = clock
+        self._capacity = max_concurrent
+        self._on_done = on_done
+        self._pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="pyscheduler-worker")
+
+    def shutdown(self) -> None:
+        """Stop accepting runs; threads of handlers still running are left to finish."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def free_slots(self) -> int:
+        """Workers free to start a handler now (stuck, timed-out handlers count as busy)."""
+        with self._mutex:
+            return self._capacity - len(self._running)
+
+    def running(self) -> list[Run]:
+        """The runs whose handlers have not returned yet."""
+        with self._mutex:
+            return list(self._running.values())
+
+    def submit(self, run: Run) -> None:
+        """Start ``run`` on a free worker."""
+        assert self._pool is not None, "start() the executor first"
+        run.started = self._clock.monotonic()
+        with self._mutex:
+            self._running[run.claim.owner] = run
+            self._in_flight += 1
+        try:
+            self._pool.submit(self._run, run)
+        except BaseException:
+            with self._mutex:
+                self._running.pop(run.claim.owner, None)
+                self._in_flight -= 1
+                self._idle.notify_all()
+            raise
+
+    def wait_idle(self, timeout: Optional[float] = None) -> bool:
+        """Wait (in real time) until every submitted run returned and its result was handed
+        over. :returns: whether that happened within ``timeout`` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def expire_overdue(self, now: float) -> list[Run]:
+        """Cancel the runs past their deadline and settle them as timed out.
+
+        :returns: the runs that timed out just now.
+        """
+        with self._mutex:
+            overdue = [run for run in self._running.values()
+                       if not run.settled and run.deadline is not None and run.deadline <= now]
+            for run in overdue:
+                run.settled = True
+        for run in overdue:
+            run.context.token.cancel(f"timed out after {run.job.timeout:g} s")
+            self._hooks.metric("job_timed_out", run.job.name)
+        return overdue
+
+    def next_deadline(self) -> Optional[float]:
+        """The earliest timeout among unsettled runs, on the monotonic clock."""
+        with self._mutex:
+            deadlines = [run.deadline for run in self._running.values()
+                         if not run.settled and run.deadline is not None]
+        return min(deadlines, default=None)
+
+    def execute(self, job: Job, ctx: JobContext) -> Optional[BaseException]:
+        """Call the handler in this thread, isolating whatever it raises.
+
+        :returns: the exception the handler raised, or ``None`` on success.
+        """
+        reset = _set_current(ctx)
+        try:
+            job.call_handler(ctx)
+            return None
+        # Everything, SystemExit included: a handler must never take a worker thread down.
+        except BaseException as exc:  # noqa: BLE001
+            return exc
+        finally:
+            _reset_current(reset)
+
+    def _run(self, run: Run) -> None:
+        self._hooks.metric("job_started", run.job.name)
+        error = self.execute(run.job, run.context)
+        duration = self._clock.monotonic() - run.started
+        with self._mutex:
+            self._running.pop(run.claim.owner, None)
+        try:
+            if self._on_done is not None:
+                self._on_done(run, error, duration)
+        except BaseException:  # noqa: BLE001 - never lose the worker; say what happened
+            self._hooks.log("error", "recording a job's result failed; it will be retried "
+                            "by the lease's expiry", job=run.job.name,
+                            traceback=traceback.format_exc())
+        finally:
+            run.done.set()
+            with self._mutex:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message`` for ``last_error`` and metrics."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,175 @@
+"""A job: a named handler, its schedule, and how to run it (timeout, retries, misfires).
+
+A :class:`Job` is configuration plus a handle on its latest :class:`JobMetadata`. Its runtime
+state lives in the backend, shared by every scheduler of the group; ``job.metadata`` is the
+snapshot this process saw last (``Scheduler.get_job`` reads a fresh one).
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Optional, Union
+
+from ._time import Duration, to_seconds
+from .context import JobContext
+from .errors import InvalidJobError
+from .retry import RetryPolicy
+from .schedules import Schedule
+
+__all__ = ["Handler", "Job", "JobMetadata", "JobStatus", "MAX_NAME_LENGTH"]
+
+#: A handler takes the run's :class:`JobContext`, or nothing. Its return value is ignored.
+Handler = Union[Callable[[JobContext], object], Callable[[], object]]
+
+MAX_NAME_LENGTH = 200
+
+
+class JobStatus(enum.Enum):
+    """Where a job is in its life."""
+
+    SCHEDULED = "scheduled"  #: waiting for its next occurrence (or a retry)
+    RUNNING = "running"  #: an attempt is running somewhere in the group
+    PAUSED = "paused"  #: registered, but not run until resumed
+    COMPLETED = "completed"  #: no occurrence left, and the last one succeeded
+    FAILED = "failed"  #: no occurrence left, and the last one failed after its retries
+
+
+@dataclass(frozen=True)
+class JobMetadata:
+    """A snapshot of a job's shared state.
+
+    ``run_count`` counts finished attempts (retries included); ``failure_count`` and
+    ``consecutive_failures`` count occurrences that failed for good, after their retries.
+    """
+
+    status: JobStatus = JobStatus.SCHEDULED
+    next_run_at: Optional[datetime] = None
+    last_run_at: Optional[datetime] = None
+    last_success_at: Optional[datetime] = None
+    last_error: str = ""
+    last_duration: Optional[float] = None
+    run_count: int = 0
+    failure_count: int = 0
+    consecutive_failures: int = 0
+    fencing_token: int = 0
+
+
+class Job:
+    """A handler to run on a schedule.
+
+    :param name: unique within the scheduler group: non-empty, printable, at most 200 chars.
+    :param schedule: a :class:`~pyscheduler.Schedule` (cron, interval, once, or your own).
+    :param handler: ``handler(ctx)`` or ``handler()``; an exception marks the attempt failed.
+    :param timeout: seconds (or ``timedelta``) after which the run's token is cancelled and
+        the attempt recorded as failed; ``None``: no limit.
+    :param retry_policy: how failed attempts are retried; ``None``: not retried.
+    :param misfire_grace_time: how late an occurrence may start before it is skipped;
+        ``None``: no limit (a late occurrence runs once, however late; missed ones coalesce).
+    :param enabled: ``False`` registers the job paused.
+    :param recover: re-run an occurrence whose holder died mid-run (at-least-once, the
+        default); ``False`` gives up such an occurrence (at-most-once).
+    :raises InvalidJobError: an argument is invalid (a ``ValueError``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        schedule: Schedule,
+        handler: Handler,
+        timeout: Optional[Duration] = None,
+        retry_policy: Optional[RetryPolicy] = None,
+        misfire_grace_time: Optional[Duration] = None,
+        enabled: bool = True,
+        recover: bool = True,
+    ) -> None:
+        self.name = _checked_name(name)
+        if not callable(getattr(schedule, "next_after", None)):
+            raise InvalidJobError(f"job {name!r}: schedule must have next_after(), got {schedule!r}")
+        self.schedule = schedule
+        self.handler = handler
+        self._takes_context = _takes_context(name, handler)
+        self.timeout = _positive_or_none(name, "timeout", timeout)
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise InvalidJobError(f"job {name!r}: retry_policy must be a RetryPolicy or None")
+        self.retry_policy = retry_policy
+        self.misfire_grace_time = _positive_or_none(name, "misfire_grace_time", misfire_grace_time)
+        self.enabled = bool(enabled)
+        self.recover = bool(recover)
+        self.metadata = JobMetadata(status=JobStatus.SCHEDULED if enabled else JobStatus.PAUSED)
+
+    def __repr__(self) -> str:
+        return f"Job(name={self.name!r}, schedule={self.schedule!r})"
+
+    @property
+    def max_recoveries(self) -> int:
+        """How often an orphaned occurrence of this job may be re-run."""
+        if not self.recover:
+            return 0
+        return max(1, self.retry_policy.max_retries if self.retry_policy else 0)
+
+    def describe(self) -> dict[str, object]:
+        """The job as plain data, stored in the backend so operators can list it."""
+        describe = getattr(self.schedule, "describe", None)
+        return {
+            "schema": 1,
+            "name": self.name,
+            "schedule": describe() if callable(describe) else {"type": repr(self.schedule)},
+            "timeout": self.timeout,
+            "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
+            "misfire_grace_time": self.misfire_grace_time,
+            "recover": self.recover,
+        }
+
+    def call_handler(self, ctx: JobContext) -> object:
+        """Call the handler the way it wants to be called."""
+        if self._takes_context:
+            return self.handler(ctx)  # type: ignore[call-arg]
+        return self.handler()  # type: ignore[call-arg]
+
+
+def _checked_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidJobError(f"job name must be a non-empty string, got {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidJobError(
+            f"job name {name[:40]!r}... is {len(name)} characters; at most {MAX_NAME_LENGTH}"
+        )
+    if not name.isprintable():
+        raise InvalidJobError(f"job name {name!r} contains non-printable characters")
+    return name
+
+
+def _positive_or_none(job: str, what: str, value: Optional[Duration]) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        seconds = to_seconds(value, what)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobError(f"job {job!r}: {exc}") from None
+    if seconds <= 0:
+        raise InvalidJobError(f"job {job!r}: {what} must be positive, got {value!r}")
+    return seconds
+
+
+def _takes_context(job: str, handler: object) -> bool:
+    if not callable(handler):
+        raise InvalidJobError(f"job {job!r}: handler must be callable, got {handler!r}")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return True  # a builtin without a signature: assume the documented form
+    try:
+        signature.bind(None)
+        return True
+    except TypeError:
+        pass
+    try:
+        signature.bind()
+        return False
+    except TypeError:
+        raise InvalidJobError(
+            f"job {job!r}: handler {handler!r} must take one argument (the JobContext) or none"
+        ) from None

@@ -1,0 +1,186 @@
+"""Logging and metrics seams: the Go package's Logger and MetricsCollector, in Python form.
+
+Users implement :class:`Logger` and :class:`MetricsCollector` (or subclass the no-op bases and
+override what they need). The default logger writes to the standard ``logging`` module under
+the ``pyscheduler`` logger and configures no handlers: that is the application's business.
+The scheduler calls every hook through :class:`SafeHooks`, so a broken metrics exporter is
+logged and never stops a job.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Optional, Protocol
+
+__all__ = [
+    "Logger",
+    "MetricsCollector",
+    "NoOpLogger",
+    "NoOpMetrics",
+    "SafeHooks",
+    "StandardLogger",
+]
+
+Fields = Optional[Mapping[str, object]]
+
+
+class Logger(Protocol):
+    """Structured log sink: a message plus a mapping of fields."""
+
+    def debug(self, msg: str, fields: Fields = None) -> None:
+        """Detail useful when diagnosing the scheduler itself."""
+
+    def info(self, msg: str, fields: Fields = None) -> None:
+        """Normal events: a job started or finished, the scheduler started or stopped."""
+
+    def warning(self, msg: str, fields: Fields = None) -> None:
+        """Something went wrong but was handled: a retry, a timeout, a lost lease."""
+
+    def error(self, msg: str, fields: Fields = None) -> None:
+        """A failure: a job failed for good, a backend error, corrupt stored state."""
+
+
+class MetricsCollector(Protocol):
+    """Counters and timings; every method is called with the job's name first."""
+
+    def job_started(self, name: str) -> None:
+        """An attempt of the job started."""
+
+    def job_completed(self, name: str, duration: float) -> None:
+        """An attempt succeeded after ``duration`` seconds."""
+
+    def job_failed(self, name: str, error: str) -> None:
+        """An attempt failed (the error's text, with its type)."""
+
+    def job_retried(self, name: str, attempt: int, delay: float) -> None:
+        """A failed attempt will be retried as ``attempt`` after ``delay`` seconds."""
+
+    def job_timed_out(self, name: str) -> None:
+        """An attempt outlived its timeout and was cancelled."""
+
+    def job_skipped(self, name: str, reason: str) -> None:
+        """An occurrence was skipped (``misfired``, ``abandoned``)."""
+
+    def lock_acquired(self, name: str) -> None:
+        """This instance claimed an occurrence of the job."""
+
+    def lock_contended(self, name: str) -> None:
+        """Another instance had claimed the occurrence first."""
+
+    def lock_lost(self, name: str) -> None:
+        """A lease of this instance expired or was taken over while its job ran."""
+
+
+class NoOpLogger:
+    """A logger that drops everything; subclass it to keep only some levels."""
+
+    def debug(self, msg: str, fields: Fields = None) -> None:
+        pass
+
+    def info(self, msg: str, fields: Fields = None) -> None:
+        pass
+
+    def warning(self, msg: str, fields: Fields = None) -> None:
+        pass
+
+    def error(self, msg: str, fields: Fields = None) -> None:
+        pass
+
+
+class NoOpMetrics:
+    """A metrics collector that records nothing; subclass it to count only what you need."""
+
+    def job_started(self, name: str) -> None:
+        pass
+
+    def job_completed(self, name: str, duration: float) -> None:
+        pass
+
+    def job_failed(self, name: str, error: str) -> None:
+        pass
+
+    def job_retried(self, name: str, attempt: int, delay: float) -> None:
+        pass
+
+    def job_timed_out(self, name: str) -> None:
+        pass
+
+    def job_skipped(self, name: str, reason: str) -> None:
+        pass
+
+    def lock_acquired(self, name: str) -> None:
+        pass
+
+    def lock_contended(self, name: str) -> None:
+        pass
+
+    def lock_lost(self, name: str) -> None:
+        pass
+
+
+class StandardLogger:
+    """The default :class:`Logger`: the standard ``logging`` module.
+
+    Fields are appended to the message as ``key=value`` and also passed as ``extra`` under
+    ``pyscheduler_fields`` for structured formatters.
+
+    :param logger: the ``logging.Logger`` to write to (default: ``pyscheduler``).
+    """
+
+    def __init__(self, logger: Optional[logging.Logger] = None) -> None:
+        self._logger = logger or logging.getLogger("pyscheduler")
+
+    def _log(self, level: int, msg: str, fields: Fields) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        # An "exc_info" field carries a traceback to the handler instead of into the text.
+        items = dict(fields or {})
+        exc_info = items.pop("exc_info", None)
+        text = msg + "".join(f" {key}={value}" for key, value in items.items())
+        self._logger.log(level, "%s", text, exc_info=exc_info,  # type: ignore[arg-type]
+                         extra={"pyscheduler_fields": items})
+
+    def debug(self, msg: str, fields: Fields = None) -> None:
+        self._log(logging.DEBUG, msg, fields)
+
+    def info(self, msg: str, fields: Fields = None) -> None:
+        self._log(logging.INFO, msg, fields)
+
+    def warning(self, msg: str, fields: Fields = None) -> None:
+        self._log(logging.WARNING, msg, fields)
+
+    def error(self, msg: str, fields: Fields = None) -> None:
+        self._log(logging.ERROR, msg, fields)
+
+
+class SafeHooks:
+    """Calls the user's logger and metrics so that their failures never reach a job.
+
+    A failing hook is reported once per hook name to the ``pyscheduler`` standard logger, the
+    one place that cannot itself be user code.
+    """
+
+    def __init__(self, logger: Logger, metrics: MetricsCollector) -> None:
+        self.logger = logger
+        self.metrics = metrics
+        self._reported: set[str] = set()
+
+    def log(self, level: str, msg: str, **fields: object) -> None:
+        """Log through the user's logger; ``level`` is debug, info, warning or error."""
+        try:
+            getattr(self.logger, level)(msg, fields)
+        except Exception:  # noqa: BLE001 - a broken logger must not stop jobs
+            self._report_broken(f"logger.{level}")
+
+    def metric(self, hook: str, *args: object) -> None:
+        """Call ``metrics.<hook>(*args)``."""
+        try:
+            getattr(self.metrics, hook)(*args)
+        except Exception:  # noqa: BLE001 - a broken metrics hook must not stop jobs
+            self._report_broken(f"metrics.{hook}")
+
+    def _report_broken(self, hook: str) -> None:
+        if hook in self._reported:
+            return
+        self._reported.add(hook)
+        logging.getLogger("pyscheduler").exception("%s raised; pyscheduler carries on", hook)

@@ -1,0 +1,758 @@
+"""Scheduler: registers jobs, claims their due occurrences, runs them, records the outcome.
+
+:meth:`Scheduler.run_pending` is one deterministic step (claim what is due, start it, enforce
+timeouts) and :meth:`Scheduler.start` only loops it on the tick thread; tests call the step
+directly under a :class:`~pyscheduler.FakeClock`.
+
+The scheduler keeps a local index of its jobs' due times, learnt from the backend's answers,
+so that one tick asks the backend once for a whole batch of due occurrences. The backend
+stays the authority: a stale local entry only costs a refused claim (whose answer corrects
+it), and every claim also reports due work this instance did not know about (retries and
+``run_now`` requests made elsewhere, orphans to recover).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import socket
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Callable, Optional, TypeVar
+
+from ._time import Duration, from_ms, to_ms, to_seconds
+from .backends.base import (
+    Backend,
+    Claim,
+    ClaimBatch,
+    ClaimRequest,
+    DueEntry,
+    JobDefinition,
+    JobState,
+    Lease,
+    Outcome,
+)
+from .backends.memory import MemoryBackend
+from .clock import Clock, SystemClock
+from .config import SchedulerConfig
+from .context import JobContext
+from .errors import (
+    ConfigError,
+    DuplicateJobError,
+    JobNotFoundError,
+    SchedulerStateError,
+)
+from .executor import DefaultJobExecutor, Run, describe_error
+from .job import Job, JobMetadata, JobStatus
+from .lock import DistributedLock
+from .observability import (
+    Logger,
+    MetricsCollector,
+    NoOpMetrics,
+    SafeHooks,
+    StandardLogger,
+)
+from .retry import RetryPolicy
+from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule, latest_due
+
+__all__ = ["Scheduler", "ShutdownReport", "metadata_from_state"]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+_NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+
+
+@dataclass(frozen=True)
+class ShutdownReport:
+    """What :meth:`Scheduler.stop` left behind.
+
+    :ivar still_running: names of jobs whose handlers were still running at the deadline;
+        their tokens were cancelled and their occurrences handed back for recovery.
+    :ivar completed: whether every handler returned before the deadline.
+    """
+
+    still_running: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        return not self.still_running
+
+
+@dataclass(eq=False)
+class _Entry:
+    """This instance's view of one registered job."""
+
+    job: Job
+    due_ms: Optional[int] = None
+    next_run_ms: Optional[int] = None
+    running: int = 0
+
+
+class Scheduler:
+    """Runs jobs on their schedules; many schedulers sharing a backend run each occurrence once.
+
+    Every part is optional: ``Scheduler()`` runs on a private :class:`MemoryBackend`.
+
+    :param backend: the store shared by the group (default: a new ``MemoryBackend``).
+    :param executor: runs handlers (default: ``DefaultJobExecutor``).
+    :param lock: claims occurrences and refreshes leases (default: ``DistributedLock``).
+    :param logger: a :class:`~pyscheduler.Logger` (default: the ``pyscheduler`` stdlib logger).
+    :param metrics: a :class:`~pyscheduler.MetricsCollector` (default: none).
+    :param config: a :class:`~pyscheduler.SchedulerConfig` (default: ``SchedulerConfig()``).
+    :param clock: the time source (default: the system clock); tests pass a ``FakeClock``.
+    """
+
+    def __init__(
+        self,
+        backend: Optional[Backend] = None,
+        executor: Optional[DefaultJobExecutor] = None,
+        lock: Optional[DistributedLock] = None,
+        logger: Optional[Logger] = None,
+        metrics: Optional[MetricsCollector] = None,
+        config: Optional[SchedulerConfig] = None,
+        *,
+        clock: Optional[Clock] = None,
+    ) -> None:
+        self.config = config or SchedulerConfig.default()
+        self.clock: Clock = clock or SystemClock()
+        logger = logger or StandardLogger()
+        metrics = metrics or NoOpMetrics()
+        if backend is None:
+            backend = lock.backend if lock is not None else MemoryBackend(self.clock)
+        if lock is not None and lock.backend is not backend:
+            raise ConfigError("lock", "the lock must use the scheduler's backend")
+        self.backend: Backend = backend
+        self.executor = executor or DefaultJobExecutor(logger, metrics)
+        self.lock = lock or DistributedLock(backend, logger, metrics)
+        self.instance_id = self.config.instance_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        )
+        self._hooks = SafeHooks(logger, metrics)
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[int, str]] = []
+        self._pending_ops: list[tuple[str, str]] = []
+        self._mutex = threading.RLock()
+        self._state = _NEW
+        self._stopping = False
+        self._wake = threading.Event()
+        self._tick_thread: Optional[threading.Thread] = None
+        self._offset_ms = 0  # backend clock minus ours, learnt from every claim answer
+        self._last_poll = float("-inf")
+        self._outcomes: list[tuple[Run, Outcome]] = []
+        self._flushing = False
+        self._outcome_lock = threading.Lock()
+        self._failures = 0
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SchedulerConfig,
+        *,
+        logger: Optional[Logger] = None,
+        metrics: Optional[MetricsCollector] = None,
+        clock: Optional[Clock] = None,
+    ) -> Scheduler:
+        """Build a scheduler and its backend from ``config.backend_type``."""
+        backend: Optional[Backend] = None
+        if config.backend_type == "redis":
+            from .backends import redis_backend_from_config
+
+            backend = redis_backend_from_config(config)
+        return cls(backend, logger=logger, metrics=metrics, config=config, clock=clock)
+
+    def __repr__(self) -> str:
+        return (f"Scheduler(instance_id={self.instance_id!r}, jobs={len(self._entries)}, "
+                f"state={self._state!r})")
+
+    # -- registration ------------------------------------------------------------------------
+
+    def register(self, job: Job) -> Job:
+        """Add ``job``; before :meth:`start` it is recorded locally and stored at start.
+
+        A job of the same name already stored by another scheduler of the group keeps its
+        stored state (next run, pause, counters).
+
+        :raises DuplicateJobError: this scheduler already has a job of that name.
+        """
+        if not isinstance(job, Job):
+            raise TypeError(f"register() takes a Job, not {job!r}")
+        with self._mutex:
+            if self._state == _STOPPED:
+                raise SchedulerStateError("the scheduler was stopped; create a new one")
+            if job.name in self._entries:
+                raise DuplicateJobError(job.name)
+            entry = _Entry(job)
+            self._entries[job.name] = entry
+            started = self._state == _RUNNING
+        if started:
+            try:
+                (state,) = self.backend.register([self._definition(job)])
+            except BaseException:
+                with self._mutex:
+                    self._entries.pop(job.name, None)
+                raise
+            self._apply_state(entry, state)
+            self._wake.set()
+        return job
+
+    def cron(self, expr: str, name: Optional[str] = None, *, tz: Optional[str] = None,
+             **options: object) -> Callable[[F], F]:
+        """Decorator: run the function on a cron schedule (in ``tz``, default the config's)."""
+        schedule = CronSchedule(expr, tz or self.config.timezone)
+        return self._decorator(schedule, name, options)
+
+    def every(self, interval: Duration, name: Optional[str] = None, *,
+              start_at: Optional[datetime] = None, **options: object) -> Callable[[F], F]:
+        """Decorator: run the function every ``interval`` (seconds or ``timedelta``)."""
+        return self._decorator(IntervalSchedule(interval, start_at), name, options)
+
+    def once(self, run_at: datetime, name: Optional[str] = None,
+             **options: object) -> Callable[[F], F]:
+        """Decorator: run the function once at ``run_at``."""
+        return self._decorator(OnceSchedule(run_at), name, options)
+
+    def _decorator(self, schedule: Schedule, name: Optional[str],
+                   options: dict[str, object]) -> Callable[[F], F]:
+        def register(func: F) -> F:
+            job_name = name or f"{func.__module__}.{func.__qualname__}"
+            self.register(Job(job_name, schedule, func, **options))  # type: ignore[arg-type]
+            return func
+
+        return register
+
+    def _definition(self, job: Job) -> JobDefinition:
+        now = self.clock.now()
+        if isinstance(job.schedule, OnceSchedule):
+            first: Optional[datetime] = job.schedule.run_at  # a past run time still runs once
+        else:
+            first = job.schedule.next_after(now)
+        return JobDefinition(job.name, None if first is None else to_ms(first), job.describe(),
+                             start_paused=not job.enabled)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, background: bool = True) -> None:
+        """Open the backend, store the registered jobs and start the threads.
+
+        :param background: ``False`` starts the worker pool but neither the tick thread nor
+            the lease refresher: the caller then drives :meth:`run_pending` and
+            :meth:`refresh_leases` itself (in its own loop, or in tests under a ``FakeClock``).
+        :raises SchedulerStateError: already started or stopped.
+        :raises BackendUnavailableError: the backend cannot be reached.
+        """
+        with self._mutex:
+            if self._state != _NEW:
+                raise SchedulerStateError(f"start() on a scheduler that is {self._state}")
+            self._state = _RUNNING
+        try:
+            self.backend.open()
+            self._register_all()
+            self._start_runtime(background)
+        except BaseException:
+            self._state = _NEW
+            raise
+        self._hooks.log("info", "scheduler started", instance=self.instance_id,
+                        jobs=len(self._entries))
+
+    def _register_all(self) -> None:
+        with self._mutex:
+            entries = list(self._entries.values())
+            ops, self._pending_ops = self._pending_ops, []
+        states = self.backend.register([self._definition(e.job) for e in entries])
+        for entry, state in zip(entries, states):
+            self._apply_state(entry, state)
+        for op, name in ops:
+            getattr(self, op)(name)
+
+    def _start_runtime(self, background: bool) -> None:
+        # Every thread and connection is created here and nowhere else, so that a forked
+        # child (gunicorn --preload) can re-create them.
+        cfg = self.config
+        self.lock.configure(cfg.lock_ttl_seconds, cfg.refresh_seconds)
+        self.executor.start(cfg.max_concurrent, self._on_run_done, self.clock)
+        if not background:
+            return
+        self.lock.start_refresher(self.clock)
+        self._tick_thread = threading.Thread(target=self._tick_loop, name="pyscheduler-tick",
+                                             daemon=True)
+        self._tick_thread.start()
+
+    def refresh_leases(self) -> float:
+        """One step of the lease refresher (what its thread does): extend the leases of
+        running jobs if due, cancel those past their local deadline.
+
+        :returns: seconds until the next step is needed.
+        """
+        return self.lock.refresh_due()
+
+    def wait_idle(self, timeout: Optional[Duration] = None) -> bool:
+        """Wait until no handler runs and every result is recorded (real time).
+
+        :returns: whether that happened within ``timeout``.
+        """
+        seconds = None if timeout is None else to_seconds(timeout, "timeout")
+        return self.executor.wait_idle(seconds)
+
+    def stop(self, timeout: Optional[Duration] = None) -> ShutdownReport:
+        """Stop claiming, wait for running handlers up to ``timeout``, then cancel the rest.
+
+        Occurrences still running at the deadline are handed back to the backend as
+        interrupted, so another instance recovers them at once. Idempotent.
+
+        :param timeout: seconds (or ``timedelta``) to wait; ``None`` waits for every handler.
+        """
+        with self._mutex:
+            if self._state != _RUNNING or self._stopping:
+                return ShutdownReport()
+            self._stopping = True
+        self._wake.set()
+        if self._tick_thread is not None:
+            self._tick_thread.join()
+        stuck = self._wait_for_runs(timeout)
+        for run in stuck:
+            run.context.token.cancel("scheduler shutting down")
+        self._flush_outcomes()
+        self._hand_back([run for run in stuck if not run.settled])
+        self.lock.stop_refresher()
+        self.executor.shutdown()
+        self.backend.close()
+        with self._mutex:
+            self._state = _STOPPED
+        names = sorted({run.job.name for run in stuck})
+        self._hooks.log("info", "scheduler stopped", instance=self.instance_id,
+                        still_running=names)
+        return ShutdownReport(names)
+
+    def _wait_for_runs(self, timeout: Optional[Duration]) -> list[Run]:
+        seconds = None if timeout is None else to_seconds(timeout, "timeout")
+        deadline = None if seconds is None else self.clock.monotonic() + seconds
+        while True:
+            runs = self.executor.running()
+            pending = [run for run in runs if not run.done.is_set()]
+            if not pending:
+                return []
+            if deadline is None:
+                pending[0].done.wait()
+                continue
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                return pending
+            self.clock.wait(pending[0].done, left)
+
+    def _hand_back(self, runs: list[Run]) -> None:
+        try:
+            self.lock.interrupt([run.lease for run in runs])
+        except Exception:  # noqa: BLE001 - their leases will expire instead
+            self._hooks.log("error", "could not hand back running occurrences; they will be "
+                            "recovered when their leases expire",
+                            traceback=traceback.format_exc(limit=3))
+
+    def __enter__(self) -> Scheduler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- management --------------------------------------------------------------------------
+
+    def pause(self, name: str) -> None:
+        """Keep the job registered but run no occurrence until :meth:`resume`; seen by every
+        scheduler of the group at its next tick.
+
+        :raises JobNotFoundError: no such job here or in the backend.
+        """
+        self._manage("pause", name)
+
+    def resume(self, name: str) -> None:
+        """Undo :meth:`pause`. :raises JobNotFoundError: no such job."""
+        self._manage("resume", name)
+
+    def run_now(self, name: str) -> None:
+        """Run an extra occurrence now, through the usual claim (after the one in flight, if
+        any). :raises JobNotFoundError: no such job."""
+        self._manage("run_now", name)
+
+    def _manage(self, op: str, name: str) -> None:
+        with self._mutex:
+            entry = self._entries.get(name)
+            if self._state == _NEW:
+                if entry is None:
+                    raise JobNotFoundError(name)
+                self._pending_ops.append((op, name))
+                if op in ("pause", "resume"):
+                    entry.job.enabled = op == "resume"
+                return
+        due: Optional[DueEntry] = getattr(self.backend, op)(name)
+        if due is None:
+            if entry is None:
+                raise JobNotFoundError(name)
+            self._rebuild([entry])
+            due = getattr(self.backend, op)(name)
+        if entry is not None and due is not None:
+            self._apply_due(entry, due)
+        self._wake.set()
+
+    def remove(self, name: str) -> None:
+        """Drop the job and its stored state, for every scheduler of the group.
+
+        :raises JobNotFoundError: no such job here or in the backend.
+        """
+        with self._mutex:
+            entry = self._entries.pop(name, None)
+            if self._state == _NEW:
+                if entry is None:
+                    raise JobNotFoundError(name)
+                self._pending_ops = [op for op in self._pending_ops if op[1] != name]
+                return
+        if not self.backend.remove(name) and entry is None:
+            raise JobNotFoundError(name)
+
+    def get_job(self, name: str) -> Job:
+        """The job with its metadata freshly read from the backend.
+
+        :raises JobNotFoundError: this scheduler has no job of that name.
+        """
+        with self._mutex:
+            entry = self._entries.get(name)
+        if entry is None:
+            raise JobNotFoundError(name)
+        if self._state == _RUNNING:
+            (state,) = self.backend.get_states([name])
+            if state is not None:
+                entry.job.metadata = metadata_from_state(state)
+        return entry.job
+
+    def jobs(self) -> list[Job]:
+        """This scheduler's jobs, sorted by name, with fresh metadata (one backend call)."""
+        with self._mutex:
+            entries = sorted(self._entries.values(), key=lambda e: e.job.name)
+        if self._state == _RUNNING and entries:
+            states = self.backend.get_states([e.job.name for e in entries])
+            for entry, state in zip(entries, states):
+                if state is not None:
+                    entry.job.metadata = metadata_from_state(state)
+        return [entry.job for entry in entries]
+
+    # -- the tick ----------------------------------------------------------------------------
+
+    def run_pending(self) -> float:
+        """One pass: settle timed-out runs, claim due occurrences up to the free worker slots,
+        and start them.
+
+        :returns: seconds until the next pass is needed.
+        """
+        if self._state != _RUNNING:
+            raise SchedulerStateError("run_pending() needs a started scheduler")
+        for run in self.executor.expire_overdue(self.clock.monotonic()):
+            self._settle_timeout(run)
+        self._flush_outcomes()
+        free = self.executor.free_slots()
+        if free > 0 and not self._stopping:
+            self._claim_and_start(free)
+        return self._next_delay()
+
+    def _claim_and_start(self, free: int) -> None:
+        now_ms = self._backend_now_ms()
+        requests = self._due_requests(now_ms, free)
+        polling_due = self.clock.monotonic() - self._last_poll >= self.config.tick_seconds
+        if not requests and not polling_due:
+            return
+        self._last_poll = self.clock.monotonic()
+        try:
+            batch, sent = self.lock.acquire(self.instance_id, requests, peek=free)
+        except BaseException:
+            self._restore(requests)
+            raise
+        self._offset_ms = batch.now_ms - int(self.clock.time() * 1000)
+        self._apply_batch(batch, requests, sent)
+
+    def _restore(self, requests: list[ClaimRequest]) -> None:
+        """Put requests whose claim failed back in the local index, to be asked again."""
+        for request in requests:
+            with self._mutex:
+                entry = self._entries.get(request.job_name)
+            if entry is not None and entry.due_ms is None:
+                self._set_due(entry, request.expected_due_ms, request.expected_next_run_ms)
+
+    def _due_requests(self, now_ms: int, limit: int) -> list[ClaimRequest]:
+        requests: list[ClaimRequest] = []
+        with self._mutex:
+            while self._heap and len(requests) < limit and self._heap[0][0] <= now_ms:
+                due, name = heapq.heappop(self._heap)
+                entry = self._entries.get(name)
+                if entry is None or entry.due_ms != due or entry.running:
+                    continue  # stale index entry
+                entry.due_ms = None  # in flight; the answer tells what comes next
+                requests.append(self._request(entry, due, now_ms))
+        return requests
+
+    def _request(self, entry: _Entry, due: int, now_ms: int) -> ClaimRequest:
+        job = entry.job
+        scheduled: Optional[int] = None
+        following: Optional[int] = None
+        if entry.next_run_ms is not None and entry.next_run_ms <= now_ms:
+            latest, after = latest_due(job.schedule, from_ms(entry.next_run_ms), from_ms(now_ms))
+            scheduled = to_ms(latest)
+            following = None if after is None else to_ms(after)
+        grace = job.misfire_grace_time
+        if grace is None:
+            grace = self.config.misfire_grace_seconds
+        return ClaimRequest(
+            job_name=job.name,
+            owner=f"{self.instance_id}:{uuid.uuid4().hex}",
+            expected_due_ms=due,
+            expected_next_run_ms=entry.next_run_ms,
+            scheduled_ms=scheduled,
+            following_ms=following,
+            misfire_grace_ms=None if grace is None else int(grace * 1000),
+            max_recoveries=job.max_recoveries,
+        )
+
+    def _apply_batch(self, batch: ClaimBatch, requests: list[ClaimRequest], sent: float) -> None:
+        for claim in batch.claims:
+            self._start_claim(claim, sent)
+        claimed = {claim.job_name for claim in batch.claims}
+        for due in batch.refused + batch.due:
+            with self._mutex:
+                entry = self._entries.get(due.name)
+            if entry is not None and due.name not in claimed:
+                self._apply_due(entry, due)
+        for name in batch.skipped:
+            self._hooks.metric("job_skipped", name, "misfired")
+            self._hooks.log("warning", "occurrence skipped: later than its misfire grace time",
+                            job=name)
+        for name in batch.abandoned:
+            self._hooks.metric("job_skipped", name, "abandoned")
+            self._hooks.log("error", "occurrence abandoned: its holder stopped mid-run and "
+                            "recovery is exhausted or disabled", job=name)
+
+    def _start_claim(self, claim: Claim, sent: float) -> None:
+        with self._mutex:
+            entry = self._entries.get(claim.job_name)
+        if entry is None:  # removed while claiming: its lease just runs out
+            self.lock.forget(Lease(claim.job_name, claim.owner, claim.fence))
+            return
+        job = entry.job
+        deadline = None if job.timeout is None else self.clock.monotonic() + job.timeout
+        ctx = JobContext(
+            job_name=job.name,
+            scheduled_at=from_ms(claim.scheduled_ms),
+            attempt=claim.attempt,
+            deadline=None if job.timeout is None else from_ms(
+                to_ms(self.clock.now()) + int(job.timeout * 1000)),
+            fencing_token=claim.fence,
+            kind=claim.kind,
+            clock=self.clock,
+        )
+        run = Run(job, claim, ctx, deadline)
+        with self._mutex:
+            entry.running += 1
+            entry.due_ms = None
+        self.lock.hold(run.lease, ctx.token, sent)
+        job.metadata = _with_status(job.metadata, JobStatus.RUNNING, claim.fence)
+        self._hooks.log("info", "job started", job=job.name, attempt=claim.attempt,
+                        scheduled_at=ctx.scheduled_at.isoformat(), fence=claim.fence,
+                        kind=claim.kind)
+        self.executor.submit(run)
+
+    def _next_delay(self) -> float:
+        delay = self.config.tick_seconds - (self.clock.monotonic() - self._last_poll)
+        with self._mutex:
+            while self._heap:
+                due, name = self._heap[0]
+                entry = self._entries.get(name)
+                if entry is None or entry.due_ms != due or entry.running:
+                    heapq.heappop(self._heap)
+                    continue
+                delay = min(delay, (due - self._backend_now_ms()) / 1000)
+                break
+        deadline = self.executor.next_deadline()
+        if deadline is not None:
+            delay = min(delay, deadline - self.clock.monotonic())
+        return max(0.0, delay)
+
+    def _tick_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                delay = self.run_pending()
+                self._failures = 0
+            except Exception:  # noqa: BLE001 - the tick thread must outlive backend failures
+                self._failures += 1
+                delay = min(self.config.tick_seconds, 0.05 * 2 ** min(self._failures, 8))
+                self._hooks.log("error", "tick failed; backing off", seconds=round(delay, 3),
+                                traceback=traceback.format_exc(limit=5))
+            if self._stopping:
+                break
+            if delay > 0:
+                self.clock.wait(self._wake, delay)
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def _on_run_done(self, run: Run, error: Optional[BaseException], duration: float) -> None:
+        with self._mutex:
+            entry = self._entries.get(run.job.name)
+            if entry is not None:
+                entry.running = max(0, entry.running - 1)
+                if not entry.running and entry.due_ms is not None:
+                    # Its due time was learnt while the handler still ran: index it now.
+                    heapq.heappush(self._heap, (entry.due_ms, entry.job.name))
+        if run.settled:
+            self._hooks.log("warning", "a timed-out handler returned; its worker is free again",
+                            job=run.job.name, seconds=round(duration, 3))
+        else:
+            self._report(run, self._outcome(run, error, duration))
+        self._wake.set()
+
+    def _settle_timeout(self, run: Run) -> None:
+        self._hooks.log("warning", "job timed out and was cancelled; its worker stays busy "
+                        "until the handler returns", job=run.job.name, attempt=run.claim.attempt)
+        timeout = run.job.timeout or 0.0
+        self._report(run, self._outcome(run, None, timeout, timed_out=True))
+
+    def _outcome(self, run: Run, error: Optional[BaseException], duration: float,
+                 *, timed_out: bool = False) -> Outcome:
+        job, attempt = run.job, run.claim.attempt
+        if error is None and not timed_out:
+            self._hooks.metric("job_completed", job.name, duration)
+            self._hooks.log("info", "job succeeded", job=job.name, attempt=attempt,
+                            seconds=round(duration, 4))
+            return Outcome(run.lease, True, duration=duration)
+        text = (f"timed out after {job.timeout:g} s" if timed_out
+                else describe_error(error) if error is not None else "failed")
+        self._hooks.metric("job_failed", job.name, text)
+        policy: Optional[RetryPolicy] = job.retry_policy
+        retry = policy is not None and policy.should_retry(attempt, error)
+        fields: dict[str, object] = {"job": job.name, "attempt": attempt, "error": text}
+        if error is not None:
+            fields["exc_info"] = error
+        if retry and policy is not None:
+            delay = policy.delay(attempt)
+            self._hooks.metric("job_retried", job.name, attempt + 1, delay)
+            self._hooks.log("warning", "job failed; will retry", retry_in=round(delay, 3),
+                            **fields)
+            return Outcome(run.lease, False, text, duration, retry_delay_ms=int(delay * 1000))
+        self._hooks.log("error", "job failed", **fields)
+        return Outcome(run.lease, False, text, duration)
+
+    def _report(self, run: Run, outcome: Outcome) -> None:
+        with self._outcome_lock:
+            self._outcomes.append((run, outcome))
+        self._flush_outcomes()
+
+    def _flush_outcomes(self) -> None:
+        """Send queued outcomes in batches; whoever finds the queue idle drains it."""
+        with self._outcome_lock:
+            if self._flushing:
+                return
+            self._flushing = True
+        try:
+            while True:
+                with self._outcome_lock:
+                    batch, self._outcomes = self._outcomes, []
+                if not batch:
+                    return
+                try:
+                    states = self.lock.finish([outcome for _, outcome in batch])
+                except Exception:
+                    with self._outcome_lock:  # keep them; the tick retries
+                        self._outcomes[:0] = batch
+                    raise
+                for (run, _), state in zip(batch, states):
+                    self._after_finish(run, state)
+        finally:
+            with self._outcome_lock:
+                self._flushing = False
+
+    def _after_finish(self, run: Run, state: Optional[JobState]) -> None:
+        with self._mutex:
+            entry = self._entries.get(run.job.name)
+        if entry is None:
+            return
+        if state is None:  # stale: learn the current state from the backend
+            (state,) = self.backend.get_states([run.job.name])
+            if state is None:
+                return
+        entry.job.metadata = metadata_from_state(state)
+        self._apply_due(entry, DueEntry(state.name, state.due_ms, state.next_run_ms))
+
+    # -- the local index ---------------------------------------------------------------------
+
+    def _apply_state(self, entry: _Entry, state: JobState) -> None:
+        entry.job.metadata = metadata_from_state(state)
+        self._apply_due(entry, DueEntry(state.name, state.due_ms, state.next_run_ms))
+
+    def _apply_due(self, entry: _Entry, due: DueEntry) -> None:
+        if due.missing:
+            if due.removed:
+                self._drop(entry, "removed by another scheduler of the group")
+            else:
+                self._rebuild([entry])
+            return
+        self._set_due(entry, due.due_ms, due.next_run_ms)
+
+    def _set_due(self, entry: _Entry, due_ms: Optional[int], next_run_ms: Optional[int]) -> None:
+        with self._mutex:
+            entry.next_run_ms = next_run_ms
+            entry.due_ms = due_ms
+            # A job whose handler still runs (timed out) is indexed again when it returns.
+            if due_ms is not None and not entry.running:
+                heapq.heappush(self._heap, (due_ms, entry.job.name))
+
+    def _drop(self, entry: _Entry, why: str) -> None:
+        with self._mutex:
+            if self._entries.get(entry.job.name) is entry:
+                del self._entries[entry.job.name]
+        self._hooks.log("info", "job dropped", job=entry.job.name, reason=why)
+
+    def _rebuild(self, entries: list[_Entry]) -> None:
+        """Re-create jobs the backend lost (data loss, corrupt state), continuing from what
+        this instance last saw so that an occurrence it already ran does not run again."""
+        definitions = []
+        for entry in entries:
+            definition = self._definition(entry.job)
+            first = definition.first_run_ms
+            if entry.next_run_ms is not None and first is not None:
+                # Never earlier than the next occurrence this instance knew of: it may have
+                # run everything before it. Missed occurrences are not replayed (R15).
+                first = max(first, entry.next_run_ms)
+            definitions.append(replace(definition, first_run_ms=first))
+        self._hooks.log("warning", "backend lost jobs; re-creating them",
+                        jobs=[d.name for d in definitions])
+        for entry, state in zip(entries, self.backend.register(definitions)):
+            self._apply_state(entry, state)
+
+    def _backend_now_ms(self) -> int:
+        return int(self.clock.time() * 1000) + self._offset_ms
+
+
+def metadata_from_state(state: JobState) -> JobMetadata:
+    """The user-facing snapshot of a stored job state."""
+    if state.paused:
+        status = JobStatus.PAUSED
+    elif state.occurrence_status == "running":
+        status = JobStatus.RUNNING
+    elif state.due_ms is None and not state.occurrence_status:
+        status = JobStatus.FAILED if state.last_failed else JobStatus.COMPLETED
+    else:
+        status = JobStatus.SCHEDULED
+    return JobMetadata(
+        status=status,
+        next_run_at=None if state.next_run_ms is None else from_ms(state.next_run_ms),
+        last_run_at=None if state.last_run_ms is None else from_ms(state.last_run_ms),
+        last_success_at=None if state.last_success_ms is None else from_ms(state.last_success_ms),
+        last_error=state.last_error,
+        last_duration=state.last_duration,
+        run_count=state.run_count,
+        failure_count=state.failure_count,
+        consecutive_failures=state.consecutive_failures,
+        fencing_token=state.fence,
+    )
+
+
+def _with_status(metadata: JobMetadata, status: JobStatus, fence: int) -> JobMetadata:
+    return replace(metadata, status=status, fencing_token=fence)

@@ -1,0 +1,666 @@
+"""The scheduler loop, driven step by step under a fake clock."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from pyscheduler import (
+    DuplicateJobError,
+    FakeClock,
+    IntervalSchedule,
+    Job,
+    JobCancelled,
+    JobContext,
+    JobNotFoundError,
+    JobStatus,
+    MemoryBackend,
+    OnceSchedule,
+    RetryPolicy,
+    RetryStrategy,
+    SchedulerStateError,
+)
+
+from .helpers import START, WAIT, MetricsRecorder, Recorder, step, stepped
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+def test_interval_job_runs_at_each_occurrence_without_drift(clock):
+    # Given a job every 10 s registered at START
+    recorder = Recorder()
+    scheduler = stepped(clock)
+    scheduler.register(Job("tick", IntervalSchedule(10), recorder))
+    scheduler.start(background=False)
+
+    # When time reaches the first occurrence late by 3 s, and then the next one on time
+    step(scheduler)
+    assert recorder.calls == []
+    clock.advance(13)
+    step(scheduler)
+    clock.advance(7)
+    step(scheduler)
+
+    # Then each ran once at its nominal time, not drifting by the 3 s of lateness
+    assert [at for _, at, *_ in recorder.calls] == [START + timedelta(seconds=10),
+                                                    START + timedelta(seconds=20)]
+    meta = scheduler.get_job("tick").metadata
+    assert meta.run_count == 2
+    assert meta.next_run_at == START + timedelta(seconds=30)
+    assert meta.status is JobStatus.SCHEDULED
+    scheduler.stop()
+
+
+def test_handler_without_arguments_is_called(clock):
+    calls = []
+    scheduler = stepped(clock)
+    scheduler.register(Job("bare", IntervalSchedule(1), lambda: calls.append(1)))
+    scheduler.start(background=False)
+    clock.advance(1)
+    step(scheduler)
+    assert calls == [1]
+    scheduler.stop()
+
+
+def test_context_carries_occurrence_attempt_and_increasing_fences(clock):
+    recorder = Recorder()
+    scheduler = stepped(clock)
+    scheduler.register(Job("ctx", IntervalSchedule(1), recorder))
+    scheduler.start(background=False)
+    for _ in range(5):
+        clock.advance(1)
+        step(scheduler)
+    fences = [fence for *_, fence, _kind in recorder.calls]
+    assert len(fences) == 5
+    assert fences == sorted(set(fences))
+    ctx = recorder.contexts[0]
+    assert ctx.scheduled_at.tzinfo is not None and ctx.attempt == 1 and ctx.kind == "regular"
+    scheduler.stop()
+
+
+def test_failed_attempts_retry_from_the_backend_then_count_as_one_failure(clock):
+    # Given a handler that always fails, retried twice with a fixed 2 s backoff
+    def fail(ctx: JobContext) -> None:
+        raise ValueError(f"boom {ctx.attempt}")
+
+    recorder = Recorder(fail)
+    metrics = MetricsRecorder()
+    scheduler = stepped(clock, metrics=metrics)
+    policy = RetryPolicy(max_retries=2, initial_interval=2, strategy=RetryStrategy.FIXED)
+    scheduler.register(Job("flaky", IntervalSchedule(60), recorder, retry_policy=policy))
+    scheduler.start(background=False)
+
+    # When the occurrence comes and each retry's delay passes
+    clock.advance(60)
+    step(scheduler)
+    clock.advance(1)
+    step(scheduler)  # not yet: the retry is due 2 s after the failure
+    assert len(recorder.calls) == 1
+    clock.advance(1)
+    step(scheduler)
+    clock.advance(2)
+    step(scheduler)
+
+    # Then three attempts of the same occurrence ran, and the run counts as one failure
+    assert [(at, attempt) for _, at, attempt, *_ in recorder.calls] == [
+        (START + timedelta(seconds=60), 1), (START + timedelta(seconds=60), 2),
+        (START + timedelta(seconds=60), 3)]
+    meta = scheduler.get_job("flaky").metadata
+    assert meta.failure_count == 1 and meta.consecutive_failures == 1
+    assert meta.last_error == "ValueError: boom 3"
+    assert meta.next_run_at == START + timedelta(seconds=120)
+    assert metrics.names().count("job_retried") == 2
+    assert metrics.names().count("job_failed") == 3
+
+    # And the regular schedule goes on
+    clock.advance(56)
+    step(scheduler)
+    assert recorder.calls[-1][1:3] == (START + timedelta(seconds=120), 1)
+    scheduler.stop()
+
+
+def test_success_resets_consecutive_failures(clock):
+    outcomes = iter([ValueError("x"), ValueError("y"), None])
+
+    def handler() -> None:
+        error = next(outcomes)
+        if error:
+            raise error
+
+    scheduler = stepped(clock)
+    scheduler.register(Job("j", IntervalSchedule(10), handler))
+    scheduler.start(background=False)
+    for _ in range(2):
+        clock.advance(10)
+        step(scheduler)
+    assert scheduler.get_job("j").metadata.consecutive_failures == 2
+    clock.advance(10)
+    step(scheduler)
+    meta = scheduler.get_job("j").metadata
+    assert meta.consecutive_failures == 0 and meta.failure_count == 2 and meta.run_count == 3
+    assert meta.last_success_at == START + timedelta(seconds=30)
+    scheduler.stop()
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), GeneratorExit(),
+                                   JobCancelled("self"), RuntimeError("bad")])
+def test_any_exception_is_isolated_and_recorded(clock, error, caplog):
+    def handler() -> None:
+        raise error
+
+    scheduler = stepped(clock)
+    scheduler.register(Job("bad", IntervalSchedule(5), handler))
+    scheduler.start(background=False)
+    for _ in range(2):
+        clock.advance(5)
+        step(scheduler)
+    meta = scheduler.get_job("bad").metadata
+    assert meta.run_count == 2 and meta.failure_count == 2
+    assert meta.last_error.startswith(type(error).__name__)
+    # The traceback reached the log.
+    assert any(r.exc_info and r.exc_info[1] is error for r in caplog.records)
+    scheduler.stop()
+
+
+def test_timeout_cancels_the_token_records_failure_and_retries(clock):
+    # Given a cooperative handler that sleeps on its token, with a 5 s timeout
+    woke_early = []
+
+    def sleeper(ctx: JobContext) -> None:
+        woke_early.append(not ctx.sleep(100))
+
+    recorder = Recorder(sleeper)
+    metrics = MetricsRecorder()
+    scheduler = stepped(clock, metrics=metrics)
+    policy = RetryPolicy(max_retries=1, initial_interval=1, strategy=RetryStrategy.FIXED)
+    scheduler.register(Job("slow", IntervalSchedule(60), recorder, timeout=5, retry_policy=policy))
+    scheduler.start(background=False)
+    clock.advance(60)
+    scheduler.run_pending()
+    assert recorder.started.wait(WAIT)
+
+    # When the timeout passes
+    clock.advance(5)
+    step(scheduler)
+
+    # Then the token was cancelled, the attempt failed as timed out, and a retry is pending
+    assert woke_early == [True]
+    assert recorder.contexts[0].cancel_reason.startswith("timed out")
+    meta = scheduler.get_job("slow").metadata
+    assert "timed out" in meta.last_error
+    assert "job_timed_out" in metrics.names()
+    clock.advance(1)
+    scheduler.run_pending()
+    clock.advance(5)  # the retry times out too
+    step(scheduler)
+    assert [attempt for _, _, attempt, *_ in recorder.calls] == [1, 2]
+    assert scheduler.get_job("slow").metadata.failure_count == 1
+    scheduler.stop()
+
+
+def test_a_handler_ignoring_cancellation_keeps_its_slot_busy(clock):
+    # Given one worker, and a handler that ignores its token
+    release = threading.Event()
+    stuck = Recorder(lambda ctx: release.wait(WAIT))
+    other = Recorder()
+    scheduler = stepped(clock, max_concurrent=1)
+    scheduler.register(Job("stuck", IntervalSchedule(10), stuck, timeout=1))
+    scheduler.register(Job("other", IntervalSchedule(10, start_at=START + timedelta(seconds=11)),
+                           other))
+    scheduler.start(background=False)
+    clock.advance(10)
+    scheduler.run_pending()
+    assert stuck.started.wait(WAIT)
+
+    # When it times out, the failure is recorded at once...
+    clock.advance(1)
+    scheduler.run_pending()
+    assert "timed out" in scheduler.get_job("stuck").metadata.last_error
+    assert scheduler.executor.free_slots() == 0
+
+    # ...but no other job starts while its thread is still busy
+    clock.advance(1)
+    scheduler.run_pending()
+    assert other.calls == []
+
+    # Then once it returns, the slot is free again
+    release.set()
+    assert scheduler.wait_idle(WAIT)
+    step(scheduler)
+    assert len(other.calls) == 1
+    scheduler.stop()
+
+
+def test_missed_occurrences_coalesce_into_one_run(clock):
+    recorder = Recorder()
+    scheduler = stepped(clock)
+    scheduler.register(Job("coalesced", IntervalSchedule(10), recorder))
+    scheduler.start(background=False)
+
+    # When the process was "away" for ten intervals
+    clock.advance(100)
+    step(scheduler)
+    step(scheduler)
+
+    # Then one run covers them, at the latest missed occurrence
+    assert [at for _, at, *_ in recorder.calls] == [START + timedelta(seconds=100)]
+    assert scheduler.get_job("coalesced").metadata.next_run_at == START + timedelta(seconds=110)
+    scheduler.stop()
+
+
+def test_occurrence_later_than_misfire_grace_is_skipped(clock):
+    recorder = Recorder()
+    metrics = MetricsRecorder()
+    scheduler = stepped(clock, metrics=metrics)
+    scheduler.register(Job("strict", IntervalSchedule(10), recorder, misfire_grace_time=5))
+    scheduler.start(background=False)
+
+    clock.advance(107)  # the latest occurrence (100 s) is 7 s late
+    step(scheduler)
+    step(scheduler)
+    assert recorder.calls == []
+    assert ("job_skipped", ("strict", "misfired")) in metrics.events
+    assert scheduler.get_job("strict").metadata.next_run_at == START + timedelta(seconds=110)
+
+    clock.advance(5)  # 112 s: the 110 s occurrence is 2 s late, within grace
+    step(scheduler)
+    assert [at for _, at, *_ in recorder.calls] == [START + timedelta(seconds=110)]
+    scheduler.stop()
+
+
+def test_config_misfire_grace_applies_to_jobs_without_their_own(clock):
+    recorder = Recorder()
+    scheduler = stepped(clock, misfire_grace_time=1)
+    scheduler.register(Job("j", IntervalSchedule(10), recorder))
+    scheduler.start(background=False)
+    clock.advance(15)
+    step(scheduler)
+    assert recorder.calls == []
+    scheduler.stop()
+
+
+def test_once_job_completes_and_a_past_run_time_runs_once(clock):
+    recorder = Recorder()
+    scheduler = stepped(clock)
+    scheduler.register(Job("past", OnceSchedule(START - timedelta(hours=1)), recorder))
+    scheduler.register(Job("future", OnceSchedule(START + timedelta(seconds=5)), recorder))
+    scheduler.start(background=False)
+    step(scheduler)
+    clock.advance(5)
+    step(scheduler)
+    clock.advance(60)
+    step(scheduler)
+    assert sorted(name for name, *_ in recorder.calls) == ["future", "past"]
+    for name in ("past", "future"):
+        meta = scheduler.get_job(name).metadata
+        assert meta.status is JobStatus.COMPLETED and meta.next_run_at is None
+    scheduler.stop()
+
+
+def test_once_job_that_fails_for_good_is_failed(clock):
+    scheduler = stepped(clock)
+    scheduler.register(Job("once", OnceSchedule(START), lambda: 1 / 0))
+    scheduler.start(background=False)
+    step(scheduler)
+    meta = scheduler.get_job("once").metadata
+    assert meta.status is JobStatus.FAILED
+    assert meta.last_error.startswith("ZeroDivisionError")
+    scheduler.stop()
+
+
+def test_pause_resume_and_remove(clock):
+    recorder = Recorder()
+    scheduler = stepped(clock)
+    scheduler.register(Job("j", IntervalSchedule(10), recorder))
+    scheduler.start(background=False)
+
+    scheduler.pause("j")
+    assert scheduler.get_job("j").metadata.status is JobStatus.PAUSED
+    clock.advance(30)
+    step(scheduler)
+    assert recorder.calls == []
+
+    scheduler.resume("j")
+    step(scheduler)
+    assert [at for _, at, *_ in recorder.calls] == [START + timedelta(seconds=30)]
+
+    scheduler.remove("j")
+    with pytest.raises(JobNotFoundError):
+        scheduler.get_job("j")
+    assert scheduler.backend.job_names() == []
+    clock.advance(10)
+    step(scheduler)
+    assert len(recorder.calls) == 1
+    scheduler.stop()
+
+
+def test_disabled_job_is_registered_paused(clock):
+    recorder = Recorder()
+    scheduler = stepped(clock)
+    scheduler.register(Job("off", IntervalSchedule(1), recorder, enabled=False))
+    scheduler.start(background=False)
+    clock.advance(5)
+    step(scheduler)
+    assert recorder.calls == []
+    assert scheduler.get_job("off").metadata.status is JobStatus.PAUSED
+    scheduler.resume("off")
+    step(scheduler)
+    assert len(recorder.calls) == 1
+    scheduler.stop()
+
+
+def test_management_before_start_is_applied_at_start(clock):
+    recorder = Recorder()
+    scheduler = stepped(clock)
+    scheduler.register(Job("j", IntervalSchedule(100), recorder))
+    scheduler.pause("j")
+    scheduler.resume("j")
+    scheduler.run_now("j")
+    scheduler.start(background=False)
+    step(scheduler)
+    assert [kind for *_, kind in recorder.calls] == ["manual"]
+    scheduler.stop()
+
+
+def test_run_now_adds_an_occurrence_and_keeps_the_schedule(clock):
+    recorder = Recorder()
+    scheduler = stepped(clock)
+    scheduler.register(Job("j", IntervalSchedule(100), recorder))
+    scheduler.start(background=False)
+    clock.advance(3)
+    scheduler.run_now("j")
+    step(scheduler)
+    assert [(at, kind) for _, at, _, _, kind in recorder.calls] == [
+        (START + timedelta(seconds=3), "manual")]
+    assert scheduler.get_job("j").metadata.next_run_at == START + timedelta(seconds=100)
+    scheduler.stop()
+
+
+def test_unknown_names_raise_job_not_found(clock):
+    scheduler = stepped(clock)
+    scheduler.start(background=False)
+    for call in (scheduler.pause, scheduler.resume, scheduler.remove, scheduler.get_job,
+                 scheduler.run_now):
+        with pytest.raises(JobNotFoundError) as info:
+            call("nope")
+        assert isinstance(info.value, KeyError)
+        assert "nope" in str(info.value)
+    scheduler.stop()
+
+
+def test_duplicate_names_and_lifecycle_errors(clock):
+    scheduler = stepped(clock)
+    scheduler.register(Job("j", IntervalSchedule(1), lambda: None))
+    with pytest.raises(DuplicateJobError, match="'j'"):
+        scheduler.register(Job("j", IntervalSchedule(2), lambda: None))
+    scheduler.start(background=False)
+    with pytest.raises(SchedulerStateError):
+        scheduler.start(background=False)
+    assert scheduler.stop().still_running == []
+    assert scheduler.stop().still_running == []  # idempotent
+    with pytest.raises(SchedulerStateError):
+        scheduler.start()
+
+
+def test_two_schedulers_on_one_backend_never_run_an_occurrence_twice(clock):
+    # Given two schedulers sharing one backend, each with the same 200 jobs every second
+    backend = MemoryBackend(clock)
+    recorder = Recorder()
+    schedulers = [stepped(clock, backend, max_concurrent=64, instance_id=f"s{i}")
+                  for i in range(2)]
+    for scheduler in schedulers:
+        for n in range(200):
+            scheduler.register(Job(f"job-{n}", IntervalSchedule(1, start_at=START), recorder))
+        scheduler.start(background=False)
+
+    # When both tick, interleaved, for 20 seconds
+    for _ in range(20):
+        clock.advance(1)
+        for _ in range(5):
+            for scheduler in schedulers:
+                scheduler.run_pending()
+        for scheduler in schedulers:
+            assert scheduler.wait_idle(WAIT)
+
+    # Then every occurrence ran exactly once, shared between the two
+    counts = recorder.occurrences()
+    assert set(counts.values()) == {1}
+    expected = {(f"job-{n}", START + timedelta(seconds=s)) for n in range(200)
+                for s in range(1, 21)}
+    assert set(counts) == expected
+    for scheduler in schedulers:
+        scheduler.stop()
+
+
+def test_threads_on_two_schedulers_run_each_occurrence_once(clock):
+    # Given two started schedulers (real tick threads) on one backend, driven by a fake clock
+    backend = MemoryBackend(clock)
+    done = threading.Semaphore(0)
+    recorder = Recorder(lambda ctx: done.release())
+    schedulers = [stepped(clock, backend, max_concurrent=16, instance_id=f"t{i}")
+                  for i in range(2)]
+    for scheduler in schedulers:
+        for n in range(50):
+            scheduler.register(Job(f"job-{n}", IntervalSchedule(1, start_at=START), recorder))
+        scheduler.start()
+
+    # When the clock moves second by second
+    for _ in range(5):
+        clock.advance(1)
+        for _ in range(50):
+            assert done.acquire(timeout=WAIT)
+
+    # Then each occurrence ran once
+    for scheduler in schedulers:
+        scheduler.stop()
+    counts = recorder.occurrences()
+    assert len(counts) == 250 and set(counts.values()) == {1}
+
+
+def test_register_after_start_wakes_the_tick_thread():
+    # Given a started scheduler with a long tick interval, on the real clock
+    from pyscheduler import Scheduler, SchedulerConfig
+
+    ran = threading.Event()
+    scheduler = Scheduler(config=SchedulerConfig(tick_interval=3600, lock_ttl=7200,
+                                                 lock_refresh_interval=3000))
+    scheduler.start()
+    try:
+        # When a job due in 10 ms is registered
+        scheduler.register(Job("soon", IntervalSchedule(0.01), lambda: ran.set()))
+        # Then it runs well before the tick interval
+        assert ran.wait(WAIT)
+    finally:
+        scheduler.stop()
+
+
+def test_stop_waits_then_cancels_stuck_handlers_and_hands_them_back(clock):
+    # Given a handler that ignores cancellation, and a second scheduler on the same backend
+    release = threading.Event()
+    recorder = Recorder(lambda ctx: release.wait(WAIT))
+    backend = MemoryBackend(clock)
+    first = stepped(clock, backend, instance_id="first")
+    first.register(Job("stuck", IntervalSchedule(10), recorder))
+    first.start(background=False)
+    clock.advance(10)
+    first.run_pending()
+    assert recorder.started.wait(WAIT)
+
+    # When stop(timeout=5) runs and 5 s pass
+    reports = []
+    stopper = threading.Thread(target=lambda: reports.append(first.stop(timeout=5)))
+    stopper.start()
+    while not first._stopping:  # the stopper reached its wait
+        threading.Event().wait(0.001)
+    clock.advance(5)
+    stopper.join(WAIT)
+
+    # Then the report names the stuck job, its token is cancelled...
+    assert reports[0].still_running == ["stuck"]
+    assert recorder.contexts[0].cancelled
+    # ...and another instance recovers the occurrence at once, as attempt 2 with a higher fence
+    second_recorder = Recorder()
+    second = stepped(clock, backend, instance_id="second")
+    second.register(Job("stuck", IntervalSchedule(10), second_recorder))
+    second.start(background=False)
+    step(second)
+    (name, at, attempt, fence, kind), = second_recorder.calls
+    assert (at, attempt, kind) == (START + timedelta(seconds=10), 2, "recovery")
+    assert fence > recorder.calls[0][3]
+    release.set()
+    second.stop()
+
+
+def test_lost_lease_cancels_the_token_and_the_late_finish_is_rejected(clock):
+    # Given a run whose refresher stops being able to reach the backend in time
+    release = threading.Event()
+    first_run = Recorder(lambda ctx: release.wait(WAIT))
+    metrics = MetricsRecorder()
+    backend = MemoryBackend(clock)
+    first = stepped(clock, backend, instance_id="a", lock_ttl=3, lock_refresh_interval=1,
+                    metrics=metrics)
+    first.register(Job("j", IntervalSchedule(100), first_run))
+    first.start(background=False)
+    clock.advance(100)
+    first.run_pending()
+    assert first_run.started.wait(WAIT)
+
+    # When its lease deadline passes without a refresh
+    clock.advance(3)
+    first.refresh_leases()
+
+    # Then its token is cancelled and lock_lost reported
+    assert first_run.contexts[0].cancelled
+    assert "lease lost" in first_run.contexts[0].cancel_reason
+    assert "lock_lost" in metrics.names()
+
+    # And a second instance takes over with a higher fence; the old finish is dropped
+    second_run = Recorder()
+    second = stepped(clock, backend, instance_id="b", lock_ttl=3, lock_refresh_interval=1)
+    second.register(Job("j", IntervalSchedule(100), second_run))
+    second.start(background=False)
+    step(second)
+    assert second_run.calls[0][2:] == (2, second_run.calls[0][3], "recovery")
+    assert second_run.calls[0][3] > first_run.calls[0][3]
+    release.set()
+    assert first.wait_idle(WAIT)
+    meta = second.get_job("j").metadata
+    assert meta.run_count == 1 and meta.last_error == ""
+    first.stop()
+    second.stop()
+
+
+def test_refresh_keeps_a_long_run_alive(clock):
+    release = threading.Event()
+    recorder = Recorder(lambda ctx: release.wait(WAIT))
+    scheduler = stepped(clock, lock_ttl=3, lock_refresh_interval=1)
+    scheduler.register(Job("long", IntervalSchedule(100), recorder))
+    scheduler.start(background=False)
+    clock.advance(100)
+    scheduler.run_pending()
+    assert recorder.started.wait(WAIT)
+    for _ in range(10):
+        clock.advance(1)
+        scheduler.refresh_leases()
+    assert not recorder.contexts[0].cancelled
+    release.set()
+    assert scheduler.wait_idle(WAIT)
+    assert scheduler.get_job("long").metadata.run_count == 1
+    scheduler.stop()
+
+
+def test_another_schedulers_removal_drops_the_job_here(clock):
+    backend = MemoryBackend(clock)
+    a, b = (stepped(clock, backend, instance_id=n) for n in "ab")
+    for scheduler in (a, b):
+        scheduler.register(Job("j", IntervalSchedule(10), lambda: None))
+        scheduler.start(background=False)
+    a.remove("j")
+    clock.advance(10)
+    step(b)
+    clock.advance(10)
+    step(b)
+    with pytest.raises(JobNotFoundError):
+        b.get_job("j")
+    a.stop()
+    b.stop()
+
+
+def test_registration_takes_over_stored_state(clock):
+    backend = MemoryBackend(clock)
+    a = stepped(clock, backend, instance_id="a")
+    a.register(Job("j", IntervalSchedule(10), lambda: None))
+    a.start(background=False)
+    a.pause("j")
+    clock.advance(25)
+    b = stepped(clock, backend, instance_id="b")
+    b.register(Job("j", IntervalSchedule(10), lambda: None))
+    b.start(background=False)
+    meta = b.get_job("j").metadata
+    assert meta.status is JobStatus.PAUSED
+    assert meta.next_run_at == START + timedelta(seconds=10)
+    a.stop()
+    b.stop()
+
+
+def test_decorators_register_jobs(clock):
+    scheduler = stepped(clock)
+
+    @scheduler.every(timedelta(seconds=5), name="every")
+    def every() -> None: ...
+
+    @scheduler.cron("*/5 * * * *")
+    def cron() -> None: ...
+
+    @scheduler.once(START + timedelta(minutes=1), name="once", timeout=3)
+    def once() -> None: ...
+
+    names = [job.name for job in scheduler.jobs()]
+    assert names == sorted(["every", f"{__name__}.test_decorators_register_jobs.<locals>.cron",
+                            "once"])
+    assert scheduler.get_job("once").timeout == 3
+
+
+def test_broken_metrics_hooks_never_stop_jobs(clock, caplog):
+    class Broken(MetricsRecorder):
+        def job_started(self, name: str) -> None:
+            raise RuntimeError("exporter down")
+
+    recorder = Recorder()
+    scheduler = stepped(clock, metrics=Broken())
+    scheduler.register(Job("j", IntervalSchedule(1), recorder))
+    scheduler.start(background=False)
+    for _ in range(3):
+        clock.advance(1)
+        step(scheduler)
+    assert len(recorder.calls) == 3
+    assert "metrics.job_started raised" in caplog.text
+    scheduler.stop()
+
+
+def test_context_manager_starts_and_stops():
+    from pyscheduler import Scheduler
+
+    ran = threading.Event()
+    with Scheduler() as scheduler:
+        scheduler.register(Job("j", IntervalSchedule(0.01), lambda: ran.set()))
+        assert ran.wait(WAIT)
+    with pytest.raises(SchedulerStateError):
+        scheduler.start()
+
+
+def test_nothing_starts_before_start():
+    from pyscheduler import Scheduler
+
+    before = threading.active_count()
+    scheduler = Scheduler()
+    scheduler.register(Job("j", IntervalSchedule(1), lambda: None))
+    assert threading.active_count() == before
+    scheduler.start()
+    assert threading.active_count() > before
+    scheduler.stop()
