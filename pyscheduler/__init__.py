@@ -6,7 +6,10 @@ Everything public is importable from here.
 
 from __future__ import annotations
 
-# Errors
+from .backends import Backend, MemoryBackend
+from .clock import Clock, FakeClock, SystemClock
+from .config import SchedulerConfig
+from .context import CancellationToken, JobContext, current_job
 from .errors import (
     BackendError,
     BackendUnavailableError,
@@ -24,27 +27,13 @@ from .errors import (
     SchedulerError,
     SchedulerStateError,
 )
-
-# Time
-from .clock import Clock, FakeClock, SystemClock
-
-# Schedules and retries
-from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
-from .retry import RetryPolicy, RetryStrategy
-
-# Jobs and their context
-from .context import CancellationToken, JobContext, current_job
-from .job import Job, JobMetadata, JobStatus
-
-# Observability
-from .observability import Logger, MetricsCollector, NoOpLogger, NoOpMetrics, StandardLogger
-
-# Parts of a scheduler
-from .backends import Backend, MemoryBackend
-from .config import SchedulerConfig
 from .executor import DefaultJobExecutor
+from .job import Job, JobMetadata, JobStatus
 from .lock import DistributedLock
+from .observability import Logger, MetricsCollector, NoOpLogger, NoOpMetrics, StandardLogger
+from .retry import RetryPolicy, RetryStrategy
 from .scheduler import Scheduler, ShutdownReport
+from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
 
 __version__ = "0.1.0"
 

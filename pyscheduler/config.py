@@ -82,7 +82,8 @@ class SchedulerConfig:
         if self.instance_id is not None and not (
             isinstance(self.instance_id, str) and self.instance_id
         ):
-            raise ConfigError("instance_id", f"must be a non-empty string, got {self.instance_id!r}")
+            raise ConfigError("instance_id",
+                              f"must be a non-empty string, got {self.instance_id!r}")
         _check_timezone(self.timezone)
 
     @classmethod

@@ -119,7 +119,7 @@ class LeaseLostError(LockError):
     """A lease expired or was taken over by another owner."""
 
 
-class JobCancelled(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class JobCancelled(BaseException):
     """Raised inside a handler by ``JobContext.raise_if_cancelled()`` once its token is cancelled.
 
     It derives from ``BaseException`` so that ``except Exception`` in handler code does not

@@ -151,7 +151,7 @@ class DefaultJobExecutor:
             job.call_handler(ctx)
             return None
         # Everything, SystemExit included: a handler must never take a worker thread down.
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             return exc
         finally:
             _reset_current(reset)
@@ -165,7 +165,7 @@ class DefaultJobExecutor:
         try:
             if self._on_done is not None:
                 self._on_done(run, error, duration)
-        except BaseException:  # noqa: BLE001 - never lose the worker; say what happened
+        except BaseException:
             self._hooks.log("error", "recording a job's result failed; it will be retried "
                             "by the lease's expiry", job=run.job.name,
                             traceback=traceback.format_exc())

@@ -87,7 +87,8 @@ class Job:
     ) -> None:
         self.name = _checked_name(name)
         if not callable(getattr(schedule, "next_after", None)):
-            raise InvalidJobError(f"job {name!r}: schedule must have next_after(), got {schedule!r}")
+            raise InvalidJobError(
+                f"job {name!r}: schedule must have next_after(), got {schedule!r}")
         self.schedule = schedule
         self.handler = handler
         self._takes_context = _takes_context(name, handler)

@@ -131,9 +131,10 @@ class DistributedLock:
 
     # -- refreshing --------------------------------------------------------------------------
 
-    def configure(self, lock_ttl: float, refresh_interval: float) -> None:
-        """Set the lease TTL and the refresh period (seconds)."""
-        self._ttl, self._interval = lock_ttl, refresh_interval
+    def configure(self, lock_ttl: float, refresh_interval: float, clock: Clock) -> None:
+        """Set the lease TTL, the refresh period (seconds) and the clock, before any claim."""
+        self._ttl, self._interval, self._clock = lock_ttl, refresh_interval, clock
+        self._last_refresh = clock.monotonic()
 
     def refresh_due(self) -> float:
         """One step of the refresher: cancel leases past their local deadline, refresh all
@@ -193,11 +194,9 @@ class DistributedLock:
 
     # -- the refresher thread ----------------------------------------------------------------
 
-    def start_refresher(self, clock: Clock) -> None:
+    def start_refresher(self) -> None:
         """Start the refresher thread."""
-        self._clock = clock
         self._stop.clear()
-        self._last_refresh = clock.monotonic()
         self._thread = threading.Thread(target=self._refresh_loop, name="pyscheduler-refresher",
                                         daemon=True)
         self._thread.start()
@@ -217,10 +216,11 @@ class DistributedLock:
             try:
                 delay = self.refresh_due()
                 failures = 0
-            except Exception:  # noqa: BLE001 - the refresher must outlive backend hiccups
+            except Exception:
                 failures += 1
-                # Local deadlines still cancel runs while the backend is unreachable.
-                delay = min(self._interval, 0.05 * 2**min(failures, 6))
+                # Retry soon, and never sleep past a local deadline: those still cancel
+                # runs while the backend is unreachable.
+                delay = min(0.05 * 2**min(failures, 6), self._next_step(self._clock.monotonic()))
                 self._hooks.log("error", "lease refresh failed; retrying",
                                 traceback=traceback.format_exc(limit=3))
             if self._stop.is_set():

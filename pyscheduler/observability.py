@@ -169,14 +169,14 @@ class SafeHooks:
         """Log through the user's logger; ``level`` is debug, info, warning or error."""
         try:
             getattr(self.logger, level)(msg, fields)
-        except Exception:  # noqa: BLE001 - a broken logger must not stop jobs
+        except Exception:
             self._report_broken(f"logger.{level}")
 
     def metric(self, hook: str, *args: object) -> None:
         """Call ``metrics.<hook>(*args)``."""
         try:
             getattr(self.metrics, hook)(*args)
-        except Exception:  # noqa: BLE001 - a broken metrics hook must not stop jobs
+        except Exception:
             self._report_broken(f"metrics.{hook}")
 
     def _report_broken(self, hook: str) -> None:

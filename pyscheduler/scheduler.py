@@ -271,11 +271,11 @@ class Scheduler:
         # Every thread and connection is created here and nowhere else, so that a forked
         # child (gunicorn --preload) can re-create them.
         cfg = self.config
-        self.lock.configure(cfg.lock_ttl_seconds, cfg.refresh_seconds)
+        self.lock.configure(cfg.lock_ttl_seconds, cfg.refresh_seconds, self.clock)
         self.executor.start(cfg.max_concurrent, self._on_run_done, self.clock)
         if not background:
             return
-        self.lock.start_refresher(self.clock)
+        self.lock.start_refresher()
         self._tick_thread = threading.Thread(target=self._tick_loop, name="pyscheduler-tick",
                                              daemon=True)
         self._tick_thread.start()
@@ -345,7 +345,7 @@ class Scheduler:
     def _hand_back(self, runs: list[Run]) -> None:
         try:
             self.lock.interrupt([run.lease for run in runs])
-        except Exception:  # noqa: BLE001 - their leases will expire instead
+        except Exception:
             self._hooks.log("error", "could not hand back running occurrences; they will be "
                             "recovered when their leases expire",
                             traceback=traceback.format_exc(limit=3))
@@ -581,7 +581,7 @@ class Scheduler:
             try:
                 delay = self.run_pending()
                 self._failures = 0
-            except Exception:  # noqa: BLE001 - the tick thread must outlive backend failures
+            except Exception:
                 self._failures += 1
                 delay = min(self.config.tick_seconds, 0.05 * 2 ** min(self._failures, 8))
                 self._hooks.log("error", "tick failed; backing off", seconds=round(delay, 3),

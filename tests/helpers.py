@@ -7,7 +7,14 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
-from pyscheduler import FakeClock, JobContext, MemoryBackend, NoOpMetrics, Scheduler, SchedulerConfig
+from pyscheduler import (
+    FakeClock,
+    JobContext,
+    MemoryBackend,
+    NoOpMetrics,
+    Scheduler,
+    SchedulerConfig,
+)
 
 START = datetime(2030, 1, 1, tzinfo=timezone.utc)
 WAIT = 10.0  # generous bound (real seconds) for anything that crosses threads
