@@ -1,0 +1,59 @@
+"""README.rst is part of the product: every Python sample in it runs, and its commands work."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.rst"
+
+
+def python_samples() -> list[tuple[int, str]]:
+    """(line number, code) of every ``.. code-block:: python`` in the README."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    samples = []
+    for number, line in enumerate(lines):
+        if line.strip() != ".. code-block:: python":
+            continue
+        body: list[str] = []
+        for following in lines[number + 1:]:
+            if following.strip() and not following.startswith("    "):
+                break
+            body.append(following[4:])
+        samples.append((number + 1, "\n".join(body).strip("\n") + "\n"))
+    return samples
+
+
+SAMPLES = python_samples()
+
+
+def test_the_readme_has_samples():
+    assert len(SAMPLES) >= 8
+
+
+@pytest.mark.parametrize("line, code", SAMPLES, ids=[f"line{n}" for n, _ in SAMPLES])
+def test_sample_runs(line, code, request, monkeypatch):
+    if "REDIS_URL" in code:  # Redis samples run against a server of the test's own
+        monkeypatch.setenv("REDIS_URL", request.getfixturevalue("redis_server").url)
+    exec(compile(code, f"README.rst:{line}", "exec"), {"__name__": "readme_sample"})
+
+
+def test_readme_gives_the_commands_ci_runs():
+    text = README.read_text(encoding="utf-8")
+    assert "python -m pyscheduler demo" in text
+    assert re.search(r"^    python -m pytest$", text, re.MULTILINE)
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^python -m pytest$", ci, re.MULTILINE)
+
+
+def test_demo_command_runs_and_exits_by_itself():
+    result = subprocess.run([sys.executable, "-m", "pyscheduler", "demo", "--duration", "5"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "job started" in result.stdout and "job succeeded" in result.stdout
+    assert "heartbeat" in result.stdout
+    assert "job failed; will retry" in result.stdout
