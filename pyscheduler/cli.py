@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import threading
 from datetime import timedelta
@@ -32,8 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the process exit code."""
     args = make_parser().parse_args(argv)
     if args.command == "demo":
-        if args.duration <= 0:
-            print("pyscheduler demo: --duration must be positive", file=sys.stderr)
+        if not math.isfinite(args.duration) or args.duration <= 0:
+            print("pyscheduler demo: --duration must be positive and finite", file=sys.stderr)
             return 2
         return run_demo(args.duration)
     return 2  # pragma: no cover - argparse enforces a command

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from ._time import Duration, to_seconds, to_utc
@@ -68,36 +68,45 @@ class FakeClock:
 
     def __init__(self, start: datetime | None = None) -> None:
         start = start or datetime(2030, 1, 1, tzinfo=timezone.utc)
-        self._time = to_utc(start, "start").timestamp()
-        self._monotonic = 1000.0
+        # Whole microseconds, so that many small steps add up exactly.
+        self._micros = _micros(to_utc(start, "start") - _EPOCH)
+        self._monotonic_micros = 1_000_000_000
         self._changed = threading.Condition()
 
     def time(self) -> float:
-        return self._time
+        return self._micros / 1_000_000
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self._time, timezone.utc)
+        return _EPOCH + timedelta(microseconds=self._micros)
 
     def monotonic(self) -> float:
-        return self._monotonic
+        return self._monotonic_micros / 1_000_000
 
     def advance(self, seconds: Duration) -> None:
         """Move both clocks forward and wake the threads whose wait has run out."""
-        step = to_seconds(seconds, "seconds")
+        step = (_micros(seconds) if isinstance(seconds, timedelta)
+                else round(to_seconds(seconds, "seconds") * 1_000_000))
         if step < 0:
-            raise ValueError(f"a FakeClock only moves forward, not by {step}")
+            raise ValueError(f"a FakeClock only moves forward, not by {seconds!r}")
         with self._changed:
-            self._time += step
-            self._monotonic += step
+            self._micros += step
+            self._monotonic_micros += step
             self._changed.notify_all()
 
     def set(self, instant: datetime) -> None:
         """Move to ``instant`` (which must not be in the clock's past)."""
-        self.advance(to_utc(instant, "instant").timestamp() - self._time)
+        self.advance(to_utc(instant, "instant") - self.now())
 
     def wait(self, event: threading.Event, timeout: float) -> bool:
-        deadline = self._monotonic + max(0.0, timeout)
+        deadline = self._monotonic_micros + round(max(0.0, timeout) * 1_000_000)
         with self._changed:
-            while not event.is_set() and self._monotonic < deadline:
+            while not event.is_set() and self._monotonic_micros < deadline:
                 self._changed.wait(self.poll_interval)
         return event.is_set()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -102,6 +102,8 @@ class SchedulerConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, object] = {}
         for key, value in mapping.items():
+            if not isinstance(key, str):
+                continue
             if key.startswith(_ENV_PREFIX):
                 name = key[len(_ENV_PREFIX):].lower()
                 if name not in fields:
@@ -187,5 +189,5 @@ def _check_timezone(name: str) -> None:
 
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, like "America"
         raise ConfigError("timezone", f"unknown IANA time zone {name!r}") from None

@@ -166,8 +166,8 @@ class DefaultJobExecutor:
             if self._on_done is not None:
                 self._on_done(run, error, duration)
         except BaseException:
-            self._hooks.log("error", "recording a job's result failed; it will be retried "
-                            "by the lease's expiry", job=run.job.name,
+            self._hooks.log("error", "recording a job's result failed; the next tick "
+                            "retries it", job=run.job.name,
                             traceback=traceback.format_exc())
         finally:
             run.done.set()

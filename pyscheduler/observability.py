@@ -10,6 +10,7 @@ logged and never stops a job.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Mapping, Optional, Protocol
 
 __all__ = [
@@ -164,23 +165,25 @@ class SafeHooks:
         self.logger = logger
         self.metrics = metrics
         self._reported: set[str] = set()
+        self._report_lock = threading.Lock()
 
     def log(self, level: str, msg: str, **fields: object) -> None:
         """Log through the user's logger; ``level`` is debug, info, warning or error."""
         try:
             getattr(self.logger, level)(msg, fields)
-        except Exception:
+        except BaseException:  # a broken logger must not stop jobs, whatever it raises
             self._report_broken(f"logger.{level}")
 
     def metric(self, hook: str, *args: object) -> None:
         """Call ``metrics.<hook>(*args)``."""
         try:
             getattr(self.metrics, hook)(*args)
-        except Exception:
+        except BaseException:  # a broken metrics hook must not stop jobs, whatever it raises
             self._report_broken(f"metrics.{hook}")
 
     def _report_broken(self, hook: str) -> None:
-        if hook in self._reported:
-            return
-        self._reported.add(hook)
+        with self._report_lock:
+            if hook in self._reported:
+                return
+            self._reported.add(hook)
         logging.getLogger("pyscheduler").exception("%s raised; pyscheduler carries on", hook)

@@ -162,7 +162,8 @@ class RetryPolicy:
             base = maximum if attempt > maximum / initial else initial * attempt
         elif self.multiplier == 1.0:
             base = initial
-        elif (attempt - 1) * math.log(self.multiplier) > math.log(maximum / initial) + 1e-9:
+        elif attempt - 1 > math.log(maximum / initial) / math.log(self.multiplier) + 1e-9:
+            # Past the cap already; the power itself could overflow.
             base = maximum
         else:
             base = initial * self.multiplier ** (attempt - 1)

@@ -312,10 +312,12 @@ class Scheduler:
         if self._tick_thread is not None:
             self._tick_thread.join()
         stuck = self._wait_for_runs(timeout)
+        handed_back = [run for run in stuck if not run.settled]
         for run in stuck:
+            run.settled = True  # whatever it returns now, its occurrence is handed back
             run.context.token.cancel("scheduler shutting down")
         self._flush_outcomes()
-        self._hand_back([run for run in stuck if not run.settled])
+        self._hand_back(handed_back)
         self.lock.stop_refresher()
         self.executor.shutdown()
         self.backend.close()
@@ -602,8 +604,9 @@ class Scheduler:
                     # Its due time was learnt while the handler still ran: index it now.
                     heapq.heappush(self._heap, (entry.due_ms, entry.job.name))
         if run.settled:
-            self._hooks.log("warning", "a timed-out handler returned; its worker is free again",
-                            job=run.job.name, seconds=round(duration, 3))
+            self._hooks.log("warning", "a cancelled handler returned after its outcome was "
+                            "settled; its worker is free again", job=run.job.name,
+                            seconds=round(duration, 3))
         else:
             self._report(run, self._outcome(run, error, duration))
         self._wake.set()
@@ -696,6 +699,12 @@ class Scheduler:
         self._set_due(entry, due.due_ms, due.next_run_ms)
 
     def _set_due(self, entry: _Entry, due_ms: Optional[int], next_run_ms: Optional[int]) -> None:
+        if due_ms is not None and next_run_ms is not None and self._backend_now_ms() < \
+                next_run_ms < due_ms:
+            # An occurrence runs elsewhere (due = its lease expiry) and the job was advanced
+            # to its following occurrence: ask for that one on time. If the run is still
+            # going then, the refusal brings the lease expiry back.
+            due_ms = next_run_ms
         with self._mutex:
             entry.next_run_ms = next_run_ms
             entry.due_ms = due_ms

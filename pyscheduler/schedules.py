@@ -301,8 +301,14 @@ class CronSchedule:
             )
         specs = (_SECOND,) * (len(fields) - 5) + (_MINUTE, _HOUR, _DOM, _MONTH, _DOW)
         parsed = [_parse_field(spec, text, expr) for spec, text in zip(specs, fields)]
-        *_, (hours, _), (days, _), (months, _), (weekdays, _) = parsed
-        if weekdays is None and days and "l" not in parsed[-3][1].split(","):
+        *_, (hours, _), (days, day_text), (months, _), (weekdays, weekday_text) = parsed
+        if days is not None and "#" in weekday_text:
+            # croniter would intersect the two day fields here, not take either as cron does.
+            raise InvalidScheduleError(
+                f"invalid cron expression {expr!r}: day-of-week field {fields[-1]!r} uses day#n,"
+                f" so day-of-month must be '*' or '?', not {fields[-3]!r}"
+            )
+        if weekdays is None and days and "l" not in day_text.split(","):
             in_months = months if months is not None else range(1, 13)
             if all(day > _MAX_DAYS[month] for day in days for month in in_months):
                 raise InvalidScheduleError(

@@ -19,7 +19,13 @@ __all__ = ["Backend", "MemoryBackend", "RedisBackend", "redis_backend_from_confi
 
 def redis_backend_from_config(config: SchedulerConfig) -> Backend:
     """Build a Redis backend (and the client it owns) from a config."""
-    raise NotImplementedError("the Redis backend is not available yet")
+    from .redis import RedisBackend
+
+    if config.redis_url:
+        # redis-py parses the URL itself, so rediss://, unix:// and ACL users all work.
+        return RedisBackend.from_url(config.redis_url, key_prefix=config.key_prefix)
+    return RedisBackend.from_address(config.redis_addr, password=config.redis_password,
+                                     db=config.redis_db, key_prefix=config.key_prefix)
 
 
 def __getattr__(name: str) -> object:

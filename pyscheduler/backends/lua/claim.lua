@@ -1,0 +1,124 @@
+-- claim: claim each requested occurrence on its own, then peek at other due jobs.
+-- KEYS: common layout, one (job, lease) pair per request
+-- ARGV: lease_ms, peek, job key prefix, lease key prefix (for the peeked jobs, which share
+--       the hash tag), then per request 8 values: name, owner, expected_due_ms,
+--       expected_next_run_ms, scheduled_ms, following_ms, misfire_grace_ms ('' = none for
+--       the last four), max_recoveries
+-- Returns {{now_ms, claims, refused, due, skipped, abandoned}, corrupt}:
+--   claims[i] = {name, owner, fence, scheduled_ms, attempt, kind, claimed_at_ms, lease_ms}
+--   refused[i], due[i] = {name, due_ms, next_run_ms, missing (0/1), removed (0/1)}
+local lease_ms, peek = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now_ms, now_us = server_now()
+local claims, refused, due, skipped, abandoned = {}, {}, {}, {}, {}
+
+local function claim_of(job)
+  return {job.name, job.owner, fmt(job.fence), fmt(job.scheduled), job.attempt, job.kind,
+          fmt(job.claimed_at), job.lease_ms}
+end
+
+local function take(job, req, scheduled, attempt, kind)
+  job.fence = math.max(job.fence + 1, now_us)
+  job.owner, job.scheduled, job.attempt, job.kind = req.owner, scheduled, attempt, kind
+  job.claimed_at, job.lease_ms, job.lease_until = now_ms, lease_ms, now_ms + lease_ms
+  job.status, job.retry_at = 'running', nil
+  job.lease = token(job)
+  redis.call('SET', job.lease_key, job.lease, 'PX', fmt(lease_ms))
+  store(job)
+  return claim_of(job)
+end
+
+local function claim_regular(job, req)
+  local scheduled, following = req.scheduled, req.following
+  if job.next_run == nil or req.expected_next ~= job.next_run or scheduled == nil
+      or scheduled < job.next_run or scheduled > now_ms
+      or (following ~= nil and following <= scheduled) then
+    return nil
+  end
+  job.next_run = following
+  if req.grace ~= nil and now_ms - scheduled > req.grace then
+    store(job)
+    skipped[#skipped + 1] = job.name
+    return nil
+  end
+  return take(job, req, scheduled, 1, 'regular')
+end
+
+local function claim_one(job, req)
+  if job.paused or job.due == nil or job.due ~= req.expected_due or job.due > now_ms then
+    return nil
+  end
+  if job.status == 'retry_wait' then
+    return take(job, req, job.scheduled, job.attempt + 1, 'retry')
+  end
+  if job.status ~= '' then  -- an orphan (its lease ran out) or interrupted at shutdown
+    if job.status == 'running' and job.lease == token(job) and job.lease_until > now_ms then
+      return nil
+    end
+    if job.recoveries >= req.max_recoveries then
+      settle(job, false, 'abandoned: its holder stopped before finishing and recovery is '
+             .. 'exhausted or disabled', now_ms)
+      store(job)
+      abandoned[#abandoned + 1] = job.name
+      return nil
+    end
+    job.recoveries = job.recoveries + 1
+    return take(job, req, job.scheduled, job.attempt + 1, 'recovery')
+  end
+  if job.manual_at ~= nil and (job.next_run == nil or job.manual_at <= job.next_run) then
+    local scheduled = job.manual_at
+    job.manual_at = nil
+    return take(job, req, scheduled, 1, 'manual')
+  end
+  return claim_regular(job, req)
+end
+
+local requested, distinct = {}, 0
+for i = 1, (#ARGV - 4) / 8 do
+  local a = 4 + 8 * (i - 1)
+  local req = {
+    name = ARGV[a + 1], owner = ARGV[a + 2], expected_due = tonumber(ARGV[a + 3]),
+    expected_next = opt_int(ARGV[a + 4]), scheduled = opt_int(ARGV[a + 5]),
+    following = opt_int(ARGV[a + 6]), grace = opt_int(ARGV[a + 7]),
+    max_recoveries = tonumber(ARGV[a + 8])}
+  if not requested[req.name] then
+    requested[req.name] = true
+    distinct = distinct + 1
+  end
+  local key, lease_key = job_keys(i)
+  local job, reset_now = fetch(req.name, key, lease_key)
+  if job == nil then
+    local removed = not reset_now and redis.call('SISMEMBER', REMOVED, req.name) == 1
+    refused[#refused + 1] = missing(req.name, removed)
+  elseif job.owner ~= '' and job.owner == req.owner then  -- a re-sent request, reply lost
+    claims[#claims + 1] = claim_of(job)
+  else
+    local claim = claim_one(job, req)
+    if claim then
+      claims[#claims + 1] = claim
+    else
+      refused[#refused + 1] = entry(job)
+    end
+  end
+end
+
+if peek + distinct > 0 then
+  local names = redis.call('ZRANGEBYSCORE', DUE, '-inf', fmt(now_ms), 'LIMIT', 0,
+                           peek + distinct)
+  for _, name in ipairs(names) do
+    if #due >= peek then break end
+    if not requested[name] then
+      local key, lease_key = ARGV[3] .. name, ARGV[4] .. name
+      local job, reset_now = fetch(name, key, lease_key)
+      if job ~= nil then
+        due[#due + 1] = entry(job)
+      else
+        -- Lost or reset: its registrants, if any, re-create it.
+        redis.call('ZREM', DUE, name)
+        local removed = not reset_now and redis.call('SISMEMBER', REMOVED, name) == 1
+        due[#due + 1] = missing(name, removed)
+      end
+    end
+  end
+end
+
+return {{fmt(now_ms), claims, refused, due, skipped, abandoned}, corrupt}

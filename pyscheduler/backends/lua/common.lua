@@ -1,0 +1,202 @@
+-- Helpers shared by every pyscheduler script; RedisBackend prepends this file to each one.
+--
+-- Every script gets the same first three KEYS, then one (job hash, lease) pair per job:
+--   KEYS[1] due zset, KEYS[2] jobs set, KEYS[3] removed set,
+--   KEYS[2*i + 2] job hash of job i, KEYS[2*i + 3] lease of job i (i = 1 .. n)
+-- and returns {payload, corrupt}: corrupt lists name, reason, name, reason ... of the jobs
+-- whose stored values were not of our form and were reset, for the caller to log.
+--
+-- Numbers: ARGV values are strings and go through tonumber; integers are written back with
+-- fmt ('%d', never Lua's default float formatting) and returned as strings where they may
+-- exceed 2^31, so epoch milliseconds and microsecond fences stay exact (below 2^53).
+
+local DUE, JOBS, REMOVED = KEYS[1], KEYS[2], KEYS[3]
+local corrupt = {}
+
+-- Integer fields of a job hash ('' = none) and those that must always be set.
+local INT_FIELDS = {
+  'next_run', 'fence', 'manual_at', 'due', 'run_count', 'failure_count',
+  'consecutive_failures', 'last_run', 'last_success', 'scheduled', 'attempt', 'claimed_at',
+  'lease_ms', 'retry_at', 'recoveries', 'lease_until'}
+local REQUIRED = {
+  fence = true, run_count = true, failure_count = true, consecutive_failures = true,
+  recoveries = true}
+local STATUSES = {[''] = true, running = true, retry_wait = true, interrupted = true}
+local KINDS = {[''] = true, regular = true, retry = true, recovery = true, manual = true}
+
+local function fmt(value)
+  if value == nil then return '' end
+  return string.format('%d', value)
+end
+
+local function opt_int(value)
+  if value == nil or value == '' then return nil end
+  return tonumber(value)
+end
+
+-- The server clock, read once per script: every time decision of a transition uses it.
+local function server_now()
+  local t = redis.call('TIME')
+  local sec, usec = tonumber(t[1]), tonumber(t[2])
+  return sec * 1000 + math.floor(usec / 1000), sec * 1000000 + usec
+end
+
+local function job_keys(i)
+  return KEYS[2 * i + 2], KEYS[2 * i + 3]
+end
+
+local function token(job)
+  return job.owner .. '|' .. fmt(job.fence)
+end
+
+-- Parse a job hash and its lease. Returns the job, nil when not stored, or nil plus a reason
+-- when a value is not of our form. TYPE is checked first so that a foreign value never
+-- raises WRONGTYPE, which would abort the whole batch.
+local function load(name, key, lease_key)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' then return nil, nil end
+  if kind ~= 'hash' then return nil, 'the job key holds a ' .. kind .. ', not a hash' end
+  local raw = redis.call('HGETALL', key)
+  local h = {}
+  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+  if h.v ~= '1' then return nil, 'unknown layout version' end
+  local job = {
+    name = name, key = key, lease_key = lease_key, def = h.def, owner = h.owner or '',
+    kind = h.kind or '', status = h.status or '', last_error = h.last_error or '',
+    last_duration = h.last_duration or ''}
+  for _, f in ipairs(INT_FIELDS) do
+    local v = h[f]
+    if v == nil or v == '' then
+      if REQUIRED[f] then return nil, 'field ' .. f .. ' is missing' end
+    elseif #v > 17 or not string.match(v, '^%-?%d+$') then
+      return nil, 'field ' .. f .. ' is not an integer'
+    else
+      job[f] = tonumber(v)
+    end
+  end
+  for _, f in ipairs({'paused', 'last_failed'}) do
+    if h[f] ~= '0' and h[f] ~= '1' then return nil, 'field ' .. f .. ' is not 0 or 1' end
+    job[f] = h[f] == '1'
+  end
+  if not STATUSES[job.status] then return nil, 'unknown occurrence status' end
+  if not KINDS[job.kind] then return nil, 'unknown claim kind' end
+  if job.owner ~= '' and (job.scheduled == nil or job.attempt == nil or job.kind == ''
+      or job.claimed_at == nil or job.lease_ms == nil) then
+    return nil, 'incomplete claim record'
+  end
+  if job.status ~= '' and (job.owner == '' or job.lease_until == nil) then
+    return nil, 'incomplete occurrence record'
+  end
+  if job.status ~= '' and job.status ~= 'running' and job.retry_at == nil then
+    return nil, 'occurrence waits without a retry time'
+  end
+  if job.last_duration ~= '' and tonumber(job.last_duration) == nil then
+    return nil, 'field last_duration is not a number'
+  end
+  if type(job.def) ~= 'string' or string.sub(job.def, 1, 1) ~= '{'
+      or not pcall(cjson.decode, job.def) then
+    return nil, 'the description is not a JSON object'
+  end
+  local lease_kind = redis.call('TYPE', lease_key)['ok']
+  if lease_kind ~= 'none' then
+    if lease_kind ~= 'string' then return nil, 'the lease key holds a ' .. lease_kind end
+    local value = redis.call('GET', lease_key)
+    if not string.match(value, '^.+|%d+$') then
+      return nil, 'the lease is not of the form owner|fence'
+    end
+    -- A plain SET drops the TTL; such a lease would block the job forever.
+    if redis.call('PTTL', lease_key) < 0 then return nil, 'the lease has no TTL' end
+    job.lease = value
+  end
+  return job, nil
+end
+
+-- Delete a job whose stored values are not ours, without a tombstone: its registrants see
+-- it missing and re-create it. The fence survives because claims floor it at TIME.
+local function reset(name, key, lease_key, why)
+  redis.call('DEL', key, lease_key)
+  redis.call('ZREM', DUE, name)
+  redis.call('SREM', JOBS, name)
+  corrupt[#corrupt + 1] = name
+  corrupt[#corrupt + 1] = why
+end
+
+-- The job, or nil when not stored; a job not of our form is reset and reported as nil.
+local function fetch(name, key, lease_key)
+  local job, why = load(name, key, lease_key)
+  if why then
+    reset(name, key, lease_key, why)
+    return nil
+  end
+  return job
+end
+
+-- The due time as base.py defines it; the hash's due field mirrors the zset score.
+local function due_time(job)
+  if job.paused then return nil end
+  if job.status == 'running' then return job.lease_until end
+  if job.status ~= '' then return job.retry_at end
+  if job.manual_at ~= nil and job.next_run ~= nil then
+    return math.min(job.manual_at, job.next_run)
+  end
+  return job.manual_at or job.next_run
+end
+
+-- Re-index the job and write every field back: each transition ends here.
+local function store(job)
+  job.due = due_time(job)
+  if job.due == nil then
+    redis.call('ZREM', DUE, job.name)
+  else
+    redis.call('ZADD', DUE, fmt(job.due), job.name)
+  end
+  redis.call('HSET', job.key, 'v', '1', 'def', job.def,
+    'next_run', fmt(job.next_run), 'paused', job.paused and '1' or '0',
+    'fence', fmt(job.fence), 'manual_at', fmt(job.manual_at), 'due', fmt(job.due),
+    'run_count', fmt(job.run_count), 'failure_count', fmt(job.failure_count),
+    'consecutive_failures', fmt(job.consecutive_failures),
+    'last_run', fmt(job.last_run), 'last_success', fmt(job.last_success),
+    'last_error', job.last_error, 'last_duration', job.last_duration,
+    'last_failed', job.last_failed and '1' or '0',
+    'owner', job.owner, 'scheduled', fmt(job.scheduled), 'attempt', fmt(job.attempt),
+    'kind', job.kind, 'claimed_at', fmt(job.claimed_at), 'lease_ms', fmt(job.lease_ms),
+    'status', job.status, 'retry_at', fmt(job.retry_at), 'recoveries', fmt(job.recoveries),
+    'lease_until', fmt(job.lease_until))
+end
+
+local function entry(job)
+  return {job.name, fmt(job.due), fmt(job.next_run), 0, 0}
+end
+
+local function missing(name, removed)
+  return {name, '', '', 1, removed and 1 or 0}
+end
+
+-- Whether the owner token and fence still own the running occurrence. The lease does not
+-- decide: a finish whose lease ran out but that nobody took over is still the latest word.
+local function owns(job, owner, fence)
+  return job ~= nil and job.status == 'running' and job.owner == owner and job.fence == fence
+end
+
+-- Delete the lease if it is this occurrence's; never another owner's.
+local function release(job)
+  if job.lease == token(job) then
+    redis.call('DEL', job.lease_key)
+  end
+  job.lease = nil
+end
+
+local function settle(job, succeeded, err, now_ms)
+  if succeeded then
+    job.last_success = now_ms
+    job.consecutive_failures = 0
+    job.last_failed = false
+  else
+    job.failure_count = job.failure_count + 1
+    job.consecutive_failures = job.consecutive_failures + 1
+    if err ~= '' then job.last_error = err end
+    job.last_failed = true
+  end
+  release(job)
+  job.status, job.retry_at, job.recoveries, job.lease_until = '', nil, 0, nil
+end

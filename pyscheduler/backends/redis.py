@@ -1,0 +1,458 @@
+"""RedisBackend: job state shared through Redis by schedulers on many hosts.
+
+Each transition of the contract in :mod:`pyscheduler.backends.base` is one Lua script (in
+``backends/lua/``, each prefixed with ``common.lua``), run with ``EVALSHA``, so it is atomic
+and costs one round trip however many jobs it covers. Every time decision (due-ness, misfire,
+lease expiry, retry time, the fence's microsecond floor) uses the server's ``TIME``.
+
+Key layout, for ``key_prefix="pfx"``; every key carries the hash tag ``{pfx}`` so that one
+group lives in one Redis Cluster slot:
+
+=====================  ======  ===========================================================
+key                    type    holds
+=====================  ======  ===========================================================
+``{pfx}:job:<name>``   hash    the job's state: ``v`` (layout, ``1``), ``def`` (its
+                               description as JSON), ``next_run``, ``paused``, ``fence``,
+                               ``manual_at``, ``due``, counters and ``last_*`` fields; the
+                               latest claim (``owner``, ``scheduled``, ``attempt``, ``kind``,
+                               ``claimed_at``, ``lease_ms``) and the occurrence in flight
+                               (``status``, ``retry_at``, ``recoveries``, ``lease_until``).
+                               Integers are decimal strings, ``""`` stands for none.
+``{pfx}:lease:<name>`` string  ``<owner>|<fence>`` of the running attempt, with a PX TTL
+``{pfx}:due``          zset    job name scored by its due time (epoch ms)
+``{pfx}:jobs``         set     the names of every stored job
+``{pfx}:removed``      set     tombstones of jobs removed by an operator
+=====================  ======  ===========================================================
+
+Nothing read from Redis is unpickled or evaluated. A value under these keys that is not of
+our form (another type, a junk field, a lease without TTL) makes the job's state reset: its
+keys are deleted without a tombstone, an error is logged, and the job reads as missing, so
+the schedulers that know it re-create it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from importlib import resources
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import SSLConnection
+from redis.exceptions import (
+    AuthenticationError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from ..errors import BackendError, BackendUnavailableError, ConfigError, CorruptStateError
+from .base import (
+    Claim,
+    ClaimBatch,
+    ClaimRequest,
+    DueEntry,
+    JobDefinition,
+    JobState,
+    Lease,
+    Outcome,
+)
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("pyscheduler.redis")
+
+_T = TypeVar("_T")
+_Arg = Union[str, int]  # a script argument
+
+#: Socket timeouts of the refresher's client: a refresh must fail fast rather than keep a
+#: holder running past its lease while redis-py waits (R6).
+_REFRESH_TIMEOUT = 2.0
+
+_SCRIPTS = ("register", "claim", "refresh", "finish", "interrupt", "set_paused", "run_now",
+            "remove", "get_states", "reset")
+
+#: connection kwargs bound to the pool they came from, not to be copied into another pool
+_POOL_BOUND_KWARGS = ("maint_notifications", "orig_", "himport_registry")
+
+
+def _lua(name: str) -> str:
+    folder = resources.files("pyscheduler.backends") / "lua"
+    common = (folder / "common.lua").read_text(encoding="utf-8")
+    return common + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
+
+
+class RedisBackend:
+    """A :class:`~pyscheduler.backends.base.Backend` on Redis (5.0 or later).
+
+    :param client: the redis-py client; its own settings (timeouts, retries, TLS) are kept.
+    :param key_prefix: prefix of every key; the schedulers sharing it form one group.
+    :param owns_client: close ``client`` in :meth:`close` (set by :meth:`from_url` and
+        :meth:`from_address`); a client passed in is otherwise never closed.
+    :param refresh_client: the client for lease refreshes; by default one built from
+        ``client``'s connection settings with short timeouts and at most one retry.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        key_prefix: str = "pyscheduler",
+        *,
+        owns_client: bool = False,
+        refresh_client: Optional[redis.Redis] = None,
+    ) -> None:
+        if not key_prefix:
+            raise ValueError("key_prefix must not be empty")
+        self._client = client
+        self._owns_client = owns_client
+        self._owns_refresh_client = refresh_client is None
+        self._refresh_client = refresh_client or _refresh_client_for(client)
+        self._address = _address_of(client)
+        self._key_prefix = key_prefix
+        tag = "{" + key_prefix + "}"
+        self._job_prefix = f"{tag}:job:"
+        self._lease_prefix = f"{tag}:lease:"
+        self._common_keys = [f"{tag}:due", f"{tag}:jobs", f"{tag}:removed"]
+        self._scripts = {name: client.register_script(_lua(name)) for name in _SCRIPTS}
+
+    @classmethod
+    def from_url(cls, url: str, key_prefix: str = "pyscheduler", **kwargs: Any) -> RedisBackend:
+        """A backend on a client it builds (and closes) from a ``redis://``, ``rediss://`` or
+        ``unix://`` URL, parsed by redis-py (ACL users and TLS options included).
+
+        :param kwargs: passed to :meth:`redis.Redis.from_url`.
+        """
+        return cls(redis.Redis.from_url(url, **kwargs), key_prefix, owns_client=True)
+
+    @classmethod
+    def from_address(
+        cls,
+        addr: str = "localhost:6379",
+        password: str = "",
+        db: int = 0,
+        key_prefix: str = "pyscheduler",
+        **kwargs: Any,
+    ) -> RedisBackend:
+        """A backend on a client it builds (and closes) for ``host:port``.
+
+        :param kwargs: passed to :class:`redis.Redis`.
+        :raises ConfigError: ``addr`` is not ``host:port``.
+        """
+        host, sep, port = addr.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError("redis_addr", f"must be host:port, got {addr!r}")
+        client = redis.Redis(host=host.strip("[]"), port=int(port), db=db,
+                             password=password or None, **kwargs)
+        return cls(client, key_prefix, owns_client=True)
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self._address!r}, key_prefix={self._key_prefix!r})"
+
+    @property
+    def address(self) -> str:
+        """Where the Redis server is (no credentials), for error messages."""
+        return self._address
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Check that Redis answers, load the scripts and check the eviction policy."""
+        self._boundary(self._client.ping)
+        for script in self._scripts.values():
+            self._boundary(partial(self._client.script_load, script.script))
+        self._check_eviction()
+
+    def close(self) -> None:
+        if self._owns_refresh_client:
+            self._refresh_client.close()
+            self._refresh_client.connection_pool.disconnect()
+        if self._owns_client:
+            self._client.close()
+
+    def now_ms(self) -> int:
+        seconds, micros = self._boundary(self._client.time)
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def _check_eviction(self) -> None:
+        try:
+            raw = cast("dict[Any, Any]", self._client.config_get("maxmemory*"))
+        except ResponseError as exc:  # CONFIG is often not permitted on managed Redis
+            logger.debug("cannot read the eviction policy of Redis at %s: %s", self._address,
+                         exc)
+            return
+        except RedisError as exc:
+            raise self._translate(exc) from exc
+        config = {_text(key): _text(value) for key, value in raw.items()}
+        policy = config.get("maxmemory-policy", "noeviction")
+        maxmemory = int(config.get("maxmemory", "0") or 0)
+        if maxmemory > 0 and policy != "noeviction":
+            logger.warning(
+                "Redis at %s evicts keys under memory pressure (maxmemory-policy %s, "
+                "maxmemory %d bytes): leases and job state can vanish, so occurrences may run "
+                "twice or be lost; set maxmemory-policy to noeviction",
+                self._address, policy, maxmemory,
+            )
+
+    # -- registration and management ---------------------------------------------------------
+
+    def register(self, definitions: Sequence[JobDefinition]) -> list[JobState]:
+        if not definitions:
+            return []
+        args: list[_Arg] = []
+        for definition in definitions:
+            description = json.dumps(definition.description, sort_keys=True, default=str)
+            args += [definition.name, _opt(definition.first_run_ms),
+                     int(definition.start_paused), description]
+        names = [definition.name for definition in definitions]
+        raws = self._call("register", names, args)
+        states = []
+        for name, raw in zip(names, raws):
+            state = self._state(name, raw)
+            if state is None:  # reset: it was written by another version of us
+                raise BackendError(f"Redis at {self._address} stored job {name!r} in a form "
+                                   "this version cannot read")
+            states.append(state)
+        return states
+
+    def pause(self, name: str) -> Optional[DueEntry]:
+        return _entry(self._call("set_paused", [name], [name, 1]))
+
+    def resume(self, name: str) -> Optional[DueEntry]:
+        return _entry(self._call("set_paused", [name], [name, 0]))
+
+    def remove(self, name: str) -> bool:
+        return bool(self._call("remove", [name], [name]))
+
+    def run_now(self, name: str) -> Optional[DueEntry]:
+        return _entry(self._call("run_now", [name], [name]))
+
+    def get_states(self, names: Sequence[str]) -> list[Optional[JobState]]:
+        if not names:
+            return []
+        raws = self._call("get_states", names, list(names))
+        return [self._state(name, raw) for name, raw in zip(names, raws)]
+
+    def job_names(self) -> list[str]:
+        members = cast("set[Any]", self._boundary(
+            lambda: self._client.smembers(self._common_keys[1])))
+        return sorted(_text(member) for member in members)
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def claim(
+        self, instance_id: str, requests: Sequence[ClaimRequest], lease_ms: int, peek: int
+    ) -> ClaimBatch:
+        args: list[_Arg] = [max(1, int(lease_ms)), max(0, int(peek)), self._job_prefix,
+                              self._lease_prefix]
+        for request in requests:
+            args += [request.job_name, request.owner, int(request.expected_due_ms),
+                     _opt(request.expected_next_run_ms), _opt(request.scheduled_ms),
+                     _opt(request.following_ms), _opt(request.misfire_grace_ms),
+                     int(request.max_recoveries)]
+        reply = self._call("claim", [request.job_name for request in requests], args)
+        return _parse_reply(self._address, lambda: ClaimBatch(
+            claims=[_claim(row) for row in reply[1]],
+            refused=[_due_entry(row) for row in reply[2]],
+            due=[_due_entry(row) for row in reply[3]],
+            skipped=[_text(name) for name in reply[4]],
+            abandoned=[_text(name) for name in reply[5]],
+            now_ms=int(reply[0]),
+        ))
+
+    # -- leases and outcomes -----------------------------------------------------------------
+
+    def refresh(self, leases: Sequence[Lease], lease_ms: int) -> list[bool]:
+        if not leases:
+            return []
+        args: list[_Arg] = [max(1, int(lease_ms))]
+        for lease in leases:
+            args += [lease.job_name, lease.owner, int(lease.fence)]
+        held = self._call("refresh", [lease.job_name for lease in leases], args,
+                          client=self._refresh_client)
+        return [bool(value) for value in held]
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[Optional[JobState]]:
+        if not outcomes:
+            return []
+        args: list[_Arg] = []
+        for outcome in outcomes:
+            lease = outcome.lease
+            args += [lease.job_name, lease.owner, int(lease.fence), int(outcome.succeeded),
+                     outcome.error, repr(float(outcome.duration)),
+                     _opt(outcome.retry_delay_ms)]
+        names = [outcome.lease.job_name for outcome in outcomes]
+        raws = self._call("finish", names, args)
+        return [self._state(name, raw) for name, raw in zip(names, raws)]
+
+    def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
+        if not leases:
+            return []
+        args: list[_Arg] = []
+        for lease in leases:
+            args += [lease.job_name, lease.owner, int(lease.fence)]
+        released = self._call("interrupt", [lease.job_name for lease in leases], args)
+        return [bool(value) for value in released]
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _call(self, script: str, names: Sequence[str], args: Sequence[_Arg],
+              client: Optional[redis.Redis] = None) -> Any:
+        """Run a script over the jobs ``names`` and log the jobs it reset."""
+        keys = list(self._common_keys)
+        for name in names:
+            keys += [self._job_prefix + name, self._lease_prefix + name]
+        reply = self._boundary(lambda: self._scripts[script](keys, args, client=client))
+        payload, corrupt = _parse_reply(self._address, lambda: (reply[0], list(reply[1])))
+        for name, why in zip(corrupt[::2], corrupt[1::2]):
+            logger.error("job %r in Redis at %s held a value not of our form (%s); its state "
+                         "was reset and its schedulers re-create it",
+                         _text(name), self._address, _text(why))
+        return payload
+
+    def _state(self, name: str, raw: object) -> Optional[JobState]:
+        if not isinstance(raw, list):
+            return None
+        try:
+            return _parse_state(name, raw)
+        except CorruptStateError as exc:
+            self._call("reset", [name], [name, str(exc)])
+            return None
+
+    def _boundary(self, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except RedisError as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: RedisError) -> BackendError:
+        text = str(exc)
+        if isinstance(exc, AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
+            return BackendUnavailableError(
+                f"authentication failed for Redis at {self._address}: {text}")
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+            return BackendUnavailableError(f"cannot reach Redis at {self._address}: {text}")
+        return BackendError(f"Redis at {self._address} failed: {text}")
+
+
+# -- parsing what Redis returned ---------------------------------------------------------------
+
+
+def _parse_reply(address: str, build: Callable[[], _T]) -> _T:
+    try:
+        return build()
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        raise BackendError(f"unexpected reply from Redis at {address}: {exc!r}") from exc
+
+
+def _parse_state(name: str, raw: list[Any]) -> JobState:
+    """A :class:`JobState` from a job hash's HGETALL pairs.
+
+    :raises CorruptStateError: a field is missing or not of our form.
+    """
+    try:
+        fields = {_strict_text(k): _strict_text(v) for k, v in zip(raw[::2], raw[1::2])}
+        if fields.get("v") != "1":
+            raise ValueError("unknown layout version")
+        description = json.loads(fields["def"])
+        if not isinstance(description, dict):
+            raise ValueError("the description is not a JSON object")
+        in_flight = fields["status"] != ""
+        duration = fields["last_duration"]
+        return JobState(
+            name=name,
+            next_run_ms=_opt_int(fields["next_run"]),
+            due_ms=_opt_int(fields["due"]),
+            paused=_flag(fields["paused"]),
+            fence=int(fields["fence"]),
+            run_count=int(fields["run_count"]),
+            failure_count=int(fields["failure_count"]),
+            consecutive_failures=int(fields["consecutive_failures"]),
+            last_run_ms=_opt_int(fields["last_run"]),
+            last_success_ms=_opt_int(fields["last_success"]),
+            last_error=fields["last_error"],
+            last_duration=float(duration) if duration else None,
+            occurrence_status=fields["status"],
+            occurrence_scheduled_ms=int(fields["scheduled"]) if in_flight else None,
+            occurrence_attempt=int(fields["attempt"]) if in_flight else 0,
+            last_failed=_flag(fields["last_failed"]),
+            description=description,
+        )
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _claim(row: list[Any]) -> Claim:
+    name, owner, fence, scheduled, attempt, kind, claimed_at, lease_ms = row
+    return Claim(_text(name), _text(owner), int(fence), int(scheduled), int(attempt),
+                 _text(kind), int(claimed_at), int(lease_ms))
+
+
+def _due_entry(row: list[Any]) -> DueEntry:
+    name, due, next_run, missing, removed = row
+    return DueEntry(_text(name), _opt_int(_text(due)), _opt_int(_text(next_run)),
+                    missing=bool(missing), removed=bool(removed))
+
+
+def _entry(payload: Any) -> Optional[DueEntry]:
+    return _due_entry(payload) if isinstance(payload, list) else None
+
+
+def _text(value: object) -> str:
+    """A reply value as text, whether or not the client decodes responses."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _strict_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # a UnicodeDecodeError is a ValueError: corrupt
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _opt(value: Optional[int]) -> _Arg:
+    return "" if value is None else int(value)
+
+
+def _opt_int(value: str) -> Optional[int]:
+    return None if value == "" else int(value)
+
+
+def _flag(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise ValueError(f"expected 0 or 1, got {value!r}")
+    return value == "1"
+
+
+# -- clients -----------------------------------------------------------------------------------
+
+
+def _address_of(client: redis.Redis) -> str:
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    db = kwargs.get("db", 0)
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={db}"
+    host = str(kwargs.get("host", "localhost"))
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
+    return f"{scheme}://{host}:{kwargs.get('port', 6379)}/{db}"
+
+
+def _refresh_client_for(client: redis.Redis) -> redis.Redis:
+    """A client to the same server with bounded timeouts and at most one retry (R6)."""
+    pool = client.connection_pool
+    kwargs = {key: value for key, value in pool.connection_kwargs.items()
+              if not key.startswith(_POOL_BOUND_KWARGS)}
+    kwargs.update(socket_timeout=_REFRESH_TIMEOUT, socket_connect_timeout=_REFRESH_TIMEOUT,
+                  retry=Retry(NoBackoff(), 1))
+    kwargs.pop("retry_on_timeout", None)
+    refresh_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=refresh_pool)

@@ -1,0 +1,410 @@
+"""RedisBackend beyond the contract: scripts, data loss, hostile data, errors, key layout.
+
+Every test runs against a real ``redis-server`` (see ``tests/redis_server.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from pyscheduler.backends import redis_backend_from_config
+from pyscheduler.backends.base import ClaimRequest, DueEntry, JobDefinition, Lease, Outcome
+from pyscheduler.backends.redis import RedisBackend
+from pyscheduler.config import SchedulerConfig
+from pyscheduler.errors import BackendUnavailableError, ConfigError
+from tests.redis_server import free_port
+
+pytestmark = pytest.mark.redis
+
+PREFIX = "pfx"
+LONG = 60_000
+HOUR = 3_600_000
+JOB_KEY = "{pfx}:job:job"
+LEASE_KEY = "{pfx}:lease:job"
+
+
+@pytest.fixture
+def client(redis_server):
+    """A client of the test's own, decoding replies, to look at and tamper with the keys."""
+    client = redis_server.client(decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def backend(redis_server):
+    client = redis_server.client()
+    backend = RedisBackend(client, PREFIX)
+    backend.open()
+    yield backend
+    backend.close()
+    client.close()
+
+
+def register_due(backend, *names: str):
+    now = backend.now_ms()
+    return backend.register([JobDefinition(name, now - 1_000, {"n": name}) for name in names])
+
+
+def request(state, owner: str = "owner-1") -> ClaimRequest:
+    return ClaimRequest(state.name, owner, state.due_ms, state.next_run_ms, state.next_run_ms,
+                        state.next_run_ms + HOUR)
+
+
+def lease(claimed) -> Lease:
+    return Lease(claimed.job_name, claimed.owner, claimed.fence)
+
+
+def script_calls(client) -> tuple[int, int, int]:
+    """How often EVALSHA, EVAL and SCRIPT LOAD were called."""
+    stats = client.info("commandstats")
+    return tuple(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+                 for name in ("evalsha", "eval", "script|load"))
+
+
+# -- scripts and data loss --------------------------------------------------------------------
+
+
+def test_scripts_are_reloaded_after_script_flush(backend, client):
+    # Given scripts loaded at open, then flushed from the server's cache
+    (state,) = register_due(backend, "job")
+    client.script_flush()
+    # When the backend claims and refreshes (through its second client)
+    (claimed,) = backend.claim("i", [request(state)], LONG, 0).claims
+    client.script_flush()
+    # Then redis-py's Script re-loads them on NOSCRIPT
+    assert backend.refresh([lease(claimed)], LONG) == [True]
+
+
+def test_after_a_restart_jobs_read_as_missing_and_are_recreated(backend, redis_server):
+    # Given a job claimed before Redis restarts without persistence
+    (state,) = register_due(backend, "job")
+    (before,) = backend.claim("i", [request(state)], LONG, 0).claims
+    redis_server.restart()
+    # Then the job is missing, not removed, and its lease is lost
+    batch = backend.claim("i", [request(state, "owner-2")], LONG, 0)
+    assert batch.refused == [DueEntry("job", None, None, missing=True, removed=False)]
+    assert backend.refresh([lease(before)], LONG) == [False]
+    assert backend.finish([Outcome(lease(before), True)]) == [None]
+    # And re-registered, it is claimed under a fence above every earlier one
+    (state,) = register_due(backend, "job")
+    (after,) = backend.claim("i", [request(state, "owner-3")], LONG, 0).claims
+    assert after.fence > before.fence
+
+
+# -- hostile or corrupt data ------------------------------------------------------------------
+
+CORRUPTIONS = {
+    "job key holds a string": lambda c: (c.delete(JOB_KEY), c.set(JOB_KEY, "junk")),
+    "job key holds a list": lambda c: (c.delete(JOB_KEY), c.rpush(JOB_KEY, "junk")),
+    "junk fence": lambda c: c.hset(JOB_KEY, "fence", "not-a-number"),
+    "junk status": lambda c: c.hset(JOB_KEY, "status", "exploded"),
+    "junk description": lambda c: c.hset(JOB_KEY, "def", "{not json"),
+    "missing field": lambda c: c.hdel(JOB_KEY, "run_count"),
+    "junk lease": lambda c: c.set(LEASE_KEY, "junk", px=LONG),
+    "lease without TTL": lambda c: c.set(LEASE_KEY, c.get(LEASE_KEY)),
+    "lease holds a hash": lambda c: (c.delete(LEASE_KEY), c.hset(LEASE_KEY, "a", "b")),
+}
+
+OPERATIONS = {
+    "claim": lambda b, states, held: [
+        (e.missing, e.removed) for e in b.claim("i", [request(s, "again") for s in states],
+                                                LONG, 0).refused],
+    "refresh": lambda b, states, held: b.refresh([lease(c) for c in held], LONG),
+    "finish": lambda b, states, held: [
+        s is not None for s in b.finish([Outcome(lease(c), True) for c in held])],
+    "interrupt": lambda b, states, held: b.interrupt([lease(c) for c in held]),
+    "get_states": lambda b, states, held: [
+        s is not None for s in b.get_states([s.name for s in states])],
+    "run_now": lambda b, states, held: [b.run_now("job") is not None],
+}
+
+EXPECTED = {
+    "claim": [(True, False)],  # "job" refused as missing (the healthy one is running: refused)
+    "refresh": [False, True],
+    "finish": [False, True],
+    "interrupt": [False, True],
+    "get_states": [False, True],
+    "run_now": [False],
+}
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_a_corrupt_job_is_reset_and_reported_missing(backend, client, caplog, corruption,
+                                                      operation):
+    # Given a running job whose stored values someone damaged, next to a healthy job
+    states = register_due(backend, "job", "healthy")
+    held = backend.claim("i", [request(s) for s in states], LONG, 0).claims
+    CORRUPTIONS[corruption](client)
+    # When any operation reads it
+    with caplog.at_level(logging.ERROR, logger="pyscheduler.redis"):
+        result = OPERATIONS[operation](backend, states, held)
+    # Then it raises nothing, the healthy job is served, and the damaged job is reset
+    if operation == "claim":
+        assert result[0] == EXPECTED["claim"][0] and result[1] == (False, False)
+    else:
+        assert result == EXPECTED[operation]
+    assert any(r.levelno == logging.ERROR and "'job'" in r.getMessage()
+               for r in caplog.records), caplog.text
+    assert client.exists(JOB_KEY, LEASE_KEY) == 0
+    assert client.zscore("{pfx}:due", "job") is None
+    assert client.smembers("{pfx}:jobs") == {"healthy"}
+    # And it reads as missing (not removed), so its schedulers re-create it
+    (retry,) = backend.claim("i", [request(states[0], "later")], LONG, 0).refused
+    assert retry == DueEntry("job", None, None, missing=True, removed=False)
+    (state,) = register_due(backend, "job")
+    (claimed,) = backend.claim("i", [request(state, "fresh")], LONG, 0).claims
+    assert claimed.fence > held[0].fence
+
+
+def test_a_corrupt_job_found_by_peek_is_reported_missing(backend, client, caplog):
+    register_due(backend, "job", "other")
+    client.hset(JOB_KEY, "paused", "maybe")
+    with caplog.at_level(logging.ERROR, logger="pyscheduler.redis"):
+        batch = backend.claim("i", [], LONG, 5)
+    assert DueEntry("job", None, None, missing=True, removed=False) in batch.due
+    assert "'job'" in caplog.text
+    assert client.exists(JOB_KEY) == 0
+
+
+def test_a_lease_without_ttl_does_not_block_claims(backend, client):
+    # Given a job whose lease lost its TTL to a plain SET after its holder died
+    (state,) = register_due(backend, "job")
+    (held,) = backend.claim("i", [request(state)], 50, 0).claims
+    client.set(LEASE_KEY, f"{held.owner}|{held.fence}")
+    # Then the job is not stuck behind it: it reads as missing and is re-created
+    (stored,) = backend.get_states(["job"])
+    assert stored is None and client.exists(LEASE_KEY) == 0
+    (state,) = register_due(backend, "job")
+    assert len(backend.claim("i", [request(state, "next")], LONG, 0).claims) == 1
+
+
+def test_a_register_over_a_corrupt_job_recreates_it(backend, client, caplog):
+    register_due(backend, "job")
+    client.hset(JOB_KEY, "attempt", "x")
+    client.hset(JOB_KEY, "owner", "someone")
+    with caplog.at_level(logging.ERROR, logger="pyscheduler.redis"):
+        (state,) = register_due(backend, "job")
+    assert state.fence == 0 and state.run_count == 0 and state.description == {"n": "job"}
+    assert "'job'" in caplog.text
+
+
+# -- errors at the boundary -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["redis://:wrong@127.0.0.1:{port}/0",
+                                 "redis://127.0.0.1:{port}/0"])
+def test_a_wrong_password_fails_open_clearly(redis_server_factory, url):
+    server = redis_server_factory(password="secret")
+    backend = RedisBackend.from_url(url.format(port=server.port))
+    with pytest.raises(BackendUnavailableError) as raised:
+        backend.open()
+    message = str(raised.value)
+    assert f"redis://127.0.0.1:{server.port}/0" in message
+    assert "authentication failed" in message
+    assert "secret" not in message and ":wrong@" not in message
+    backend.close()
+    good = RedisBackend.from_url(server.url)
+    good.open()
+    good.close()
+
+
+def test_an_unreachable_server_fails_naming_its_address():
+    port = free_port()
+    client = redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0),
+                         socket_connect_timeout=1)
+    backend = RedisBackend(client, PREFIX)
+    address = f"redis://127.0.0.1:{port}/0"
+    assert backend.address == address
+    for call in (backend.open, backend.now_ms, lambda: backend.claim("i", [], LONG, 1)):
+        with pytest.raises(BackendUnavailableError, match=address):
+            call()
+    backend.close()
+    client.close()
+
+
+def test_an_evicting_server_is_warned_about_at_open(redis_server_factory, caplog):
+    server = redis_server_factory("--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru")
+    backend = RedisBackend.from_url(server.url)
+    with caplog.at_level(logging.WARNING, logger="pyscheduler.redis"):
+        backend.open()
+    backend.close()
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "allkeys-lru" in record.getMessage() and "noeviction" in record.getMessage()
+
+
+def test_a_safe_server_is_not_warned_about(redis_server, caplog):
+    with caplog.at_level(logging.WARNING, logger="pyscheduler.redis"):
+        backend = RedisBackend.from_url(redis_server.url)
+        backend.open()
+        backend.close()
+    assert caplog.records == []
+
+
+def test_an_acl_user_without_config_is_served_quietly(redis_server_factory, caplog):
+    # Given an ACL user, in the URL, who may not run CONFIG (as on managed Redis)
+    server = redis_server_factory("--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru")
+    admin = server.client()
+    admin.acl_setuser("app", enabled=True, passwords=["+apppw"], keys=["*"],
+                      commands=["+@all", "-config"])
+    admin.close()
+    backend = RedisBackend.from_url(f"redis://app:apppw@127.0.0.1:{server.port}/0", "acl")
+    # When it opens: no warning, the check is skipped
+    with caplog.at_level(logging.DEBUG, logger="pyscheduler.redis"):
+        backend.open()
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    # And it works
+    (state,) = register_due(backend, "job")
+    assert len(backend.claim("i", [request(state)], LONG, 0).claims) == 1
+    backend.close()
+
+
+# -- what is stored, and how it is reached ----------------------------------------------------
+
+
+def test_every_key_carries_the_hash_tag(backend, client):
+    (a, _) = register_due(backend, "a", "b")
+    backend.claim("i", [request(a)], LONG, 0)
+    backend.remove("b")
+    keys = set(client.keys("*"))
+    assert keys == {"{pfx}:job:a", "{pfx}:lease:a", "{pfx}:due", "{pfx}:jobs", "{pfx}:removed"}
+    assert all(key.startswith("{pfx}:") for key in keys)
+
+
+def test_stored_values_are_plain_text_and_json(backend, redis_server):
+    (state,) = register_due(backend, "job")
+    (claimed,) = backend.claim("i", [request(state)], LONG, 0).claims
+    raw = redis_server.client()  # bytes, as stored
+    fields = raw.hgetall(JOB_KEY.encode())
+    values = {k.decode(): v.decode("utf-8") for k, v in fields.items()}  # all text
+    assert not any(v.startswith(b"\x80") for v in fields.values())  # no pickle
+    assert json.loads(values["def"]) == {"n": "job"}
+    assert values["fence"] == str(claimed.fence) and values["status"] == "running"
+    assert raw.get(LEASE_KEY) == f"{claimed.owner}|{claimed.fence}".encode()
+    assert 0 < raw.pttl(LEASE_KEY) <= LONG
+    # A refresh sets the TTL, never adds to it
+    assert backend.refresh([lease(claimed)], 5_000) == [True]
+    assert 0 < raw.pttl(LEASE_KEY) <= 5_000
+    raw.close()
+
+
+def test_a_decoding_client_works_too(redis_server):
+    client = redis_server.client(decode_responses=True)
+    backend = RedisBackend(client, "decoded")
+    backend.open()
+    (state,) = register_due(backend, "jöb")
+    (claimed,) = backend.claim("i", [request(state)], LONG, 0).claims
+    (after,) = backend.finish([Outcome(lease(claimed), False, "ünïcode", 0.1)])
+    assert after.last_error == "ünïcode" and backend.job_names() == ["jöb"]
+    backend.close()
+    client.close()
+
+
+def _connections(admin, name: str) -> int:
+    return sum(1 for c in admin.client_list() if c["name"] == name)
+
+
+def _wait_for(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_close_closes_only_the_clients_the_backend_built(redis_server, client):
+    # Given a backend that built its client and one given a client
+    owned = RedisBackend.from_url(redis_server.url, client_name="owned")
+    given_client = redis_server.client(client_name="given")
+    given = RedisBackend(given_client, "given")
+    for backend in (owned, given):
+        backend.open()
+        (state,) = register_due(backend, "job")
+        (claimed,) = backend.claim("i", [request(state)], LONG, 0).claims
+        assert backend.refresh([lease(claimed)], LONG) == [True]  # the refresher's client
+    assert _connections(client, "owned") == 2 and _connections(client, "given") == 2
+    # When both close
+    owned.close()
+    given.close()
+    # Then the owned client is closed; of the given one only the refresher's connection
+    assert _wait_for(lambda: _connections(client, "owned") == 0)
+    assert _wait_for(lambda: _connections(client, "given") == 1)
+    assert given_client.ping()
+    given_client.close()
+
+
+def test_refresh_goes_through_a_bounded_client_of_its_own(backend):
+    refresher = backend._refresh_client
+    kwargs = refresher.connection_pool.connection_kwargs
+    assert refresher is not backend._client
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 2.0
+    assert kwargs["retry"].get_retries() == 1
+
+
+def test_a_batch_of_claims_is_one_round_trip(backend, client):
+    states = register_due(backend, *(f"job-{i}" for i in range(10)))
+    evalsha, evals, loads = script_calls(client)
+    batch = backend.claim("i", [request(s) for s in states], LONG, 10)
+    assert len(batch.claims) == 10
+    assert script_calls(client) == (evalsha + 1, evals, loads)
+    assert backend.refresh([lease(c) for c in batch.claims], LONG) == [True] * 10
+    assert None not in backend.finish([Outcome(lease(c), True) for c in batch.claims])
+    assert script_calls(client) == (evalsha + 3, evals, loads)
+
+
+# -- construction -----------------------------------------------------------------------------
+
+
+def test_config_with_a_url(redis_server, client):
+    config = SchedulerConfig(backend_type="redis", redis_url=redis_server.url, key_prefix="cfg")
+    backend = redis_backend_from_config(config)
+    assert isinstance(backend, RedisBackend)
+    backend.open()
+    register_due(backend, "job")
+    backend.close()
+    assert client.sismember("{cfg}:jobs", "job")
+
+
+def test_config_with_an_address(redis_server):
+    config = SchedulerConfig(backend_type="redis", redis_addr=f"127.0.0.1:{redis_server.port}",
+                             redis_db=3, key_prefix="cfg")
+    backend = redis_backend_from_config(config)
+    assert backend.address == f"redis://127.0.0.1:{redis_server.port}/3"
+    backend.open()
+    register_due(backend, "job")
+    backend.close()
+    db3 = redis_server.client(db=3, decode_responses=True)
+    assert db3.smembers("{cfg}:jobs") == {"job"}
+    db3.close()
+
+
+def test_from_address_rejects_a_malformed_address():
+    with pytest.raises(ConfigError, match="redis_addr"):
+        RedisBackend.from_address("localhost")
+
+
+@pytest.mark.parametrize("url, address", [
+    ("redis://user:secret@example.com:6380/2", "redis://example.com:6380/2"),
+    ("rediss://example.com/1", "rediss://example.com:6379/1"),
+    ("unix:///tmp/redis.sock?db=4", "unix:///tmp/redis.sock?db=4"),
+])
+def test_the_address_names_the_server_without_credentials(url, address):
+    backend = RedisBackend.from_url(url)  # nothing connects until used
+    assert backend.address == address and address in repr(backend)
+    backend.close()
+
+
+def test_an_empty_key_prefix_is_rejected(redis_server):
+    client = redis_server.client()
+    with pytest.raises(ValueError, match="key_prefix"):
+        RedisBackend(client, "")
+    client.close()

@@ -1,0 +1,137 @@
+"""Fixtures shared by the whole suite: a fake clock, real redis-server processes, and the
+``backend`` fixture that runs the contract suite against every backend."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import pytest
+
+from pyscheduler.backends.base import Backend
+from pyscheduler.backends.memory import MemoryBackend
+from pyscheduler.clock import FakeClock
+from tests.redis_server import RedisServer
+
+#: the longest a Redis test may wait for its backend's clock to pass an instant: enough for a
+#: short lease to run out, never a schedule
+MAX_WAIT_MS = 2_000
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def redis_session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One server for the session; :func:`redis_server` empties it before each test."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_session_server: RedisServer) -> RedisServer:
+    """A running, empty redis-server (shared by the session, flushed for each test)."""
+    server = redis_session_server
+    if not server.running:  # a test stopped it
+        server.start()
+    client = server.client()
+    try:
+        client.flushall()
+        client.script_flush()
+        client.config_resetstat()
+    finally:
+        client.close()
+    return server
+
+
+@pytest.fixture
+def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start dedicated servers (``factory(*options, password=...)``), stopped at teardown."""
+    servers: list[RedisServer] = []
+
+    def start(*args: str, password: str = "") -> RedisServer:
+        server = RedisServer(tmp_path, *args, password=password)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+class BackendDriver:
+    """Moves a backend's clock for a test.
+
+    The memory backend reads a :class:`FakeClock`, which the driver advances. Redis decides by
+    its own ``TIME``, which cannot be moved, so the driver polls ``now_ms()`` until the instant
+    has passed; tests only do that to let a short lease (~100 ms) run out.
+    """
+
+    def __init__(self, backend: Backend, clock: Optional[FakeClock],
+                 make_peer: Callable[[], Backend]) -> None:
+        self.backend = backend
+        self._clock = clock
+        self._make_peer = make_peer
+
+    @property
+    def is_redis(self) -> bool:
+        return self._clock is None
+
+    def now(self) -> int:
+        return self.backend.now_ms()
+
+    def advance_past(self, ms: int) -> None:
+        """Let more than ``ms`` milliseconds of the backend's clock pass."""
+        self.pass_instant(self.now() + ms)
+
+    def pass_instant(self, instant_ms: int) -> None:
+        """Return once the backend's clock is past ``instant_ms``."""
+        now = self.now()
+        if now > instant_ms:
+            return
+        if self._clock is not None:
+            # A margin: FakeClock keeps float seconds, so a step can lose a millisecond.
+            self._clock.advance((instant_ms - now + 2) / 1000)
+            return
+        assert instant_ms - now <= MAX_WAIT_MS, "a test waits on a lease, never on a schedule"
+        deadline = time.monotonic() + (instant_ms - now) / 1000 + 5.0
+        while self.now() <= instant_ms:
+            assert time.monotonic() < deadline, "the Redis clock did not move"
+            time.sleep(0.005)
+
+    def peer(self) -> Backend:
+        """Another instance on the same store (the same object for the memory backend)."""
+        return self._make_peer()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def driver(request: pytest.FixtureRequest, fake_clock: FakeClock) -> Iterator[BackendDriver]:
+    """A backend of each kind, opened, with the means to move its clock."""
+    if request.param == "memory":
+        memory = MemoryBackend(clock=fake_clock)
+        yield BackendDriver(memory, fake_clock, lambda: memory)
+        return
+    from pyscheduler.backends.redis import RedisBackend
+
+    server: RedisServer = request.getfixturevalue("redis_server")
+    opened: list[RedisBackend] = []
+
+    def make() -> RedisBackend:
+        backend = RedisBackend.from_url(server.url, key_prefix="contract")
+        backend.open()
+        opened.append(backend)
+        return backend
+
+    yield BackendDriver(make(), None, make)
+    for backend in opened:
+        backend.close()
+
+
+@pytest.fixture
+def backend(driver: BackendDriver) -> Backend:
+    """The backend under test: memory (on ``fake_clock``) and Redis (marked ``redis``)."""
+    return driver.backend

@@ -1,0 +1,309 @@
+"""Logging and metrics seams: StandardLogger, the no-op bases, and SafeHooks."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pyscheduler import (
+    FakeClock,
+    IntervalSchedule,
+    Job,
+    MetricsCollector,
+    NoOpLogger,
+    NoOpMetrics,
+    StandardLogger,
+)
+from pyscheduler.observability import Logger, SafeHooks
+
+from .helpers import START, step, stepped
+
+LEVELS = ["debug", "info", "warning", "error"]
+METRIC_HOOKS = ["job_started", "job_completed", "job_failed", "job_retried", "job_timed_out",
+                "job_skipped", "lock_acquired", "lock_contended", "lock_lost"]
+
+
+def pyscheduler_records(caplog) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "pyscheduler"]
+
+
+# --- StandardLogger ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_standard_logger_writes_fields_as_key_value(caplog, level):
+    caplog.set_level(logging.DEBUG, logger="pyscheduler")
+    getattr(StandardLogger(), level)("job started", {"job": "report", "attempt": 2})
+    [record] = pyscheduler_records(caplog)
+    assert record.levelname == level.upper()
+    assert record.getMessage() == "job started job=report attempt=2"
+    assert record.pyscheduler_fields == {"job": "report", "attempt": 2}  # type: ignore[attr-defined]
+
+
+def test_standard_logger_without_fields_logs_the_message_alone(caplog):
+    caplog.set_level(logging.INFO, logger="pyscheduler")
+    StandardLogger().info("scheduler started")
+    [record] = pyscheduler_records(caplog)
+    assert record.getMessage() == "scheduler started"
+    assert record.exc_info is None
+
+
+def test_standard_logger_message_with_percent_signs_is_not_formatted(caplog):
+    caplog.set_level(logging.INFO, logger="pyscheduler")
+    StandardLogger().info("100% done", {"pattern": "%s %d"})
+    [record] = pyscheduler_records(caplog)
+    assert record.getMessage() == "100% done pattern=%s %d"
+
+
+def test_standard_logger_attaches_an_exc_info_field_as_the_traceback(caplog):
+    # Given a failure caught in a handler
+    caplog.set_level(logging.INFO, logger="pyscheduler")
+    try:
+        raise ValueError("disk full")
+    except ValueError as exc:
+        error = exc
+
+    # When it is logged with an exc_info field
+    StandardLogger().error("job failed", {"job": "export", "exc_info": error})
+
+    # Then the traceback travels on the record, not in the text
+    [record] = pyscheduler_records(caplog)
+    assert record.getMessage() == "job failed job=export"
+    assert record.exc_info is not None and record.exc_info[1] is error
+    assert "Traceback" in caplog.text and "ValueError: disk full" in caplog.text
+    assert "exc_info" not in record.pyscheduler_fields  # type: ignore[attr-defined]
+
+
+def test_standard_logger_skips_disabled_levels(caplog):
+    caplog.set_level(logging.WARNING, logger="pyscheduler")
+    logger = StandardLogger()
+    logger.debug("noise", {"x": 1})
+    logger.info("noise", {"x": 1})
+    logger.warning("kept", {"x": 1})
+    assert [r.getMessage() for r in pyscheduler_records(caplog)] == ["kept x=1"]
+
+
+def test_standard_logger_writes_to_a_given_logger(caplog):
+    caplog.set_level(logging.INFO, logger="myapp.jobs")
+    StandardLogger(logging.getLogger("myapp.jobs")).info("hello", {"n": 1})
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [("myapp.jobs", "hello n=1")]
+
+
+def test_using_the_library_adds_no_handlers_in_process():
+    # Given the handlers of the pyscheduler and root loggers now
+    before = (list(logging.getLogger("pyscheduler").handlers),
+              list(logging.getLogger().handlers))
+
+    # When every default sink is used
+    logger = StandardLogger()
+    for level in LEVELS:
+        getattr(logger, level)("probe", {"k": "v"})
+    SafeHooks(logger, NoOpMetrics()).log("info", "probe")
+
+    # Then no handler was added anywhere
+    assert (list(logging.getLogger("pyscheduler").handlers),
+            list(logging.getLogger().handlers)) == before
+
+
+def test_importing_and_running_adds_no_handlers_to_any_logger():
+    # Given a fresh interpreter that snapshots every logger's handlers before the import
+    script = textwrap.dedent("""
+        import json, logging
+
+        def snapshot():
+            loggers = [logging.getLogger()] + [
+                logger for logger in logging.Logger.manager.loggerDict.values()
+                if isinstance(logger, logging.Logger)]
+            return {logger.name: len(logger.handlers) for logger in loggers}
+
+        before = snapshot()
+        import pyscheduler
+        from pyscheduler import FakeClock, IntervalSchedule, Job, Scheduler, SchedulerConfig
+        from datetime import datetime, timezone
+
+        def fail():
+            raise RuntimeError("boom")
+
+        clock = FakeClock(datetime(2030, 1, 1, tzinfo=timezone.utc))
+        scheduler = Scheduler(config=SchedulerConfig(lock_ttl=30), clock=clock)
+        scheduler.register(Job("fails", IntervalSchedule(1), fail))
+        scheduler.register(Job("works", IntervalSchedule(1), lambda: None))
+        scheduler.start(background=False)
+        clock.advance(1)
+        scheduler.run_pending()
+        assert scheduler.wait_idle(10)
+        scheduler.stop()
+        pyscheduler.StandardLogger().error("done", {"k": 1})
+        after = snapshot()
+        print(json.dumps({"before": before, "after": after}))
+    """)
+
+    # When it imports pyscheduler and runs jobs, one of them failing
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+
+    # Then no logger gained a handler
+    snapshots = json.loads(result.stdout.strip().splitlines()[-1])
+    before, after = snapshots["before"], snapshots["after"]
+    assert after.get("pyscheduler", 0) == 0
+    assert after["root"] == before["root"] == 0
+    assert {name: count for name, count in after.items() if count} == {
+        name: count for name, count in before.items() if count}
+
+
+# --- the no-op bases -----------------------------------------------------------------------
+
+
+def test_noop_logger_accepts_the_documented_signature():
+    logger = NoOpLogger()
+    for level in LEVELS:
+        method = getattr(logger, level)
+        assert method("message") is None
+        assert method("message", {"job": "j"}) is None
+        assert method("message", fields={"job": "j"}) is None
+        assert method(msg="message", fields=None) is None
+
+
+def test_noop_metrics_accepts_the_documented_signature():
+    metrics = NoOpMetrics()
+    assert metrics.job_started("j") is None
+    assert metrics.job_completed("j", 1.5) is None
+    assert metrics.job_completed(name="j", duration=1.5) is None
+    assert metrics.job_failed("j", "ValueError: x") is None
+    assert metrics.job_failed(name="j", error="ValueError: x") is None
+    assert metrics.job_retried("j", 2, 4.0) is None
+    assert metrics.job_retried(name="j", attempt=2, delay=4.0) is None
+    assert metrics.job_timed_out("j") is None
+    assert metrics.job_skipped("j", "misfired") is None
+    assert metrics.job_skipped(name="j", reason="misfired") is None
+    assert metrics.lock_acquired("j") is None
+    assert metrics.lock_contended("j") is None
+    assert metrics.lock_lost(name="j") is None
+
+
+@pytest.mark.parametrize("protocol, implementation, names", [
+    (MetricsCollector, NoOpMetrics, METRIC_HOOKS),
+    (Logger, NoOpLogger, LEVELS),
+    (Logger, StandardLogger, LEVELS),
+])
+def test_implementations_match_their_protocol_signatures(protocol, implementation, names):
+    for name in names:
+        assert (inspect.signature(getattr(implementation, name))
+                == inspect.signature(getattr(protocol, name))), name
+    protocol_methods = {name for name, value in vars(protocol).items()
+                        if callable(value) and not name.startswith("_")}
+    assert protocol_methods == set(names)
+
+
+# --- SafeHooks -----------------------------------------------------------------------------
+
+
+class RecordingLogger(NoOpLogger):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, object]] = []
+
+    def info(self, msg, fields=None):
+        self.calls.append(("info", msg, fields))
+
+
+class BrokenLogger(NoOpLogger):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def warning(self, msg, fields=None):
+        self.calls += 1
+        raise RuntimeError("log sink down")
+
+
+class BrokenMetrics(NoOpMetrics):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+
+    def job_completed(self, name, duration):
+        self.calls.append(("job_completed", (name, duration)))
+        raise ConnectionError("statsd unreachable")
+
+    def job_failed(self, name, error):
+        self.calls.append(("job_failed", (name, error)))
+        raise KeyError(name)
+
+
+def test_safe_hooks_passes_fields_and_arguments_through():
+    logger = RecordingLogger()
+    hooks = SafeHooks(logger, NoOpMetrics())
+    hooks.log("info", "job started", job="a", attempt=1)
+    assert logger.calls == [("info", "job started", {"job": "a", "attempt": 1})]
+
+
+def test_safe_hooks_swallows_a_raising_logger_reports_it_once_and_keeps_calling(caplog):
+    # Given a logger whose warning() always raises
+    caplog.set_level(logging.ERROR, logger="pyscheduler")
+    logger = BrokenLogger()
+    hooks = SafeHooks(logger, NoOpMetrics())
+
+    # When it is called three times
+    for n in range(3):
+        hooks.log("warning", "retrying", attempt=n)
+
+    # Then nothing escaped, every call reached it, and one report carries the traceback
+    assert logger.calls == 3
+    [report] = pyscheduler_records(caplog)
+    assert "logger.warning" in report.getMessage()
+    assert report.levelno == logging.ERROR
+    assert report.exc_info is not None and isinstance(report.exc_info[1], RuntimeError)
+
+
+def test_safe_hooks_reports_each_broken_metric_once(caplog):
+    # Given metrics whose job_completed and job_failed hooks raise
+    caplog.set_level(logging.ERROR, logger="pyscheduler")
+    metrics = BrokenMetrics()
+    hooks = SafeHooks(NoOpLogger(), metrics)
+
+    # When each is called twice, and a working hook in between
+    for _ in range(2):
+        hooks.metric("job_completed", "a", 0.5)
+        hooks.metric("job_started", "a")
+        hooks.metric("job_failed", "a", "ValueError: x")
+
+    # Then each was called every time with its arguments, and reported once
+    assert metrics.calls == [("job_completed", ("a", 0.5)), ("job_failed", ("a", "ValueError: x"))
+                             ] * 2
+    messages = [record.getMessage() for record in pyscheduler_records(caplog)]
+    assert len(messages) == 2
+    assert "metrics.job_completed" in messages[0]
+    assert "metrics.job_failed" in messages[1]
+
+
+def test_a_raising_metrics_hook_never_stops_a_job(caplog):
+    # Given a scheduler whose every metrics hook raises
+    class AllBroken(NoOpMetrics):
+        def __getattribute__(self, name):
+            if name in METRIC_HOOKS:
+                def broken(*args):
+                    raise RuntimeError(f"{name} broken")
+                return broken
+            return super().__getattribute__(name)
+
+    clock = FakeClock(START)
+    ran = []
+    scheduler = stepped(clock, metrics=AllBroken())
+    scheduler.register(Job("steady", IntervalSchedule(1), lambda: ran.append(1)))
+    scheduler.start(background=False)
+
+    # When two occurrences come
+    for _ in range(2):
+        clock.advance(1)
+        step(scheduler)
+
+    # Then both ran and succeeded
+    assert ran == [1, 1]
+    meta = scheduler.get_job("steady").metadata
+    assert meta.run_count == 2 and meta.last_error == "" and meta.failure_count == 0
+    scheduler.stop()
