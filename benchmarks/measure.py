@@ -30,9 +30,12 @@ __all__ = [
 ]
 
 #: an execution at most this much *before* an intended time is attributed to that occurrence
-#: (with a negative lateness) rather than to the previous one; any system doing this would be
-#: starting jobs early, which the ``early`` count reports.
-EARLY_TOLERANCE_SECONDS = 0.05
+#: (with a negative lateness, counted as ``early``) rather than to the previous one. Only
+#: float rounding is forgiven: every system here decides due-ness on the same wall clock the
+#: handler reads (Redis ``TIME`` on this host included), so none should ever start early, and
+#: a larger tolerance would misattribute a run almost one interval late to the next
+#: occurrence, showing it as early and that occurrence's own run as a duplicate.
+EARLY_TOLERANCE_SECONDS = 0.001
 
 
 class Recorder:

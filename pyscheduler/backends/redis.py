@@ -24,6 +24,13 @@ key                    type    holds
 ``{pfx}:removed``      set     tombstones of jobs removed by an operator
 =====================  ======  ===========================================================
 
+A running attempt holds its lease while the lease key still holds its token and the server's
+clock is before ``lease_until``: the key's TTL is Redis's own guarantee that a dead holder's
+lease goes away, ``lease_until`` keeps the due index exact to the millisecond.
+
+Each script is passed the keys of the jobs it names; only the claim script's peek at other due
+jobs reads job keys it derives itself, which the hash tag keeps in the same Cluster slot.
+
 Nothing read from Redis is unpickled or evaluated. A value under these keys that is not of
 our form (another type, a junk field, a lease without TTL) makes the job's state reset: its
 keys are deleted without a tombstone, an error is logged, and the job reads as missing, so
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import partial
+from functools import cache, partial
 from importlib import resources
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union, cast
 
@@ -80,6 +87,7 @@ _SCRIPTS = ("register", "claim", "refresh", "finish", "interrupt", "set_paused",
 _POOL_BOUND_KWARGS = ("maint_notifications", "orig_", "himport_registry")
 
 
+@cache
 def _lua(name: str) -> str:
     folder = resources.files("pyscheduler.backends") / "lua"
     common = (folder / "common.lua").read_text(encoding="utf-8")
