@@ -20,7 +20,6 @@ from typing import Optional, Sequence
 from .plan import COUNT_MARGIN_SECONDS, RunSpec, first_fire_ms
 
 __all__ = [
-    "EARLY_TOLERANCE_SECONDS",
     "Recorder",
     "cpu_seconds",
     "current_rss_mb",
@@ -28,15 +27,6 @@ __all__ = [
     "percentile",
     "summarize",
 ]
-
-#: an execution at most this much *before* an intended time is attributed to that occurrence
-#: (with a negative lateness, counted as ``early``) rather than to the previous one. Only
-#: float rounding is forgiven: every system here decides due-ness on the same wall clock the
-#: handler reads (Redis ``TIME`` on this host included), so none should ever start early, and
-#: a larger tolerance would misattribute a run almost one interval late to the next
-#: occurrence, showing it as early and that occurrence's own run as a duplicate.
-EARLY_TOLERANCE_SECONDS = 0.001
-
 
 class Recorder:
     """The handler of every job of every system.
@@ -48,7 +38,7 @@ class Recorder:
     def __init__(self, work_ms: float) -> None:
         self.work_seconds = work_ms / 1000
         self.end = math.inf
-        self.hits: list[tuple[int, float]] = []
+        self.hits: list[tuple[int, float, Optional[float]]] = []
         self.done = threading.Event()
         self._target: Optional[int] = None
         self._seen: set[int] = set()
@@ -57,11 +47,17 @@ class Recorder:
         """Set :attr:`done` once ``count`` distinct jobs have run (the burst workload)."""
         self._target = count
 
-    def fire(self, index: int) -> None:
+    def fire(self, index: int, claimed: Optional[float] = None) -> None:
+        """Note that job ``index`` started now, then do the work.
+
+        :param claimed: the occurrence the scheduler says it is running (epoch seconds), where
+            it says so (pyscheduler's ``ctx.scheduled_at``); used only to cross-check
+            duplicates, never for lateness.
+        """
         started = time.time()
         if started < self.end:
             # list.append and set.add are atomic: handlers run on many threads at once.
-            self.hits.append((index, started))
+            self.hits.append((index, started, claimed))
             if self._target is not None:
                 self._seen.add(index)
                 if len(self._seen) >= self._target:
@@ -101,16 +97,24 @@ def percentile(ordered: Sequence[float], pct: float) -> Optional[float]:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def summarize(spec: RunSpec, hits: Sequence[tuple[int, float]],
+def summarize(spec: RunSpec, hits: Sequence[tuple[int, float, Optional[float]]],
               window_end: Optional[float] = None) -> dict[str, object]:
     """Executed vs expected occurrences, duplicates and lateness of one run.
 
     ``interval``/``cluster``: job ``i`` is intended to fire at ``first_i + k * every`` for
     ``k = 0, 1, ...``; expected are the occurrences intended in ``[first_i, window_end -
     COUNT_MARGIN_SECONDS]``. An execution at ``t`` belongs to the latest intended time at or
-    before ``t`` (give or take :data:`EARLY_TOLERANCE_SECONDS`), so a run that coalesces
-    missed occurrences counts once, for the latest of them. ``burst``: every job is intended
-    at ``t0`` once. Other workloads expect nothing.
+    before ``t``, so a run that coalesces missed occurrences counts once, for the latest of
+    them. No system here decides due-ness on another clock than the one the handler reads
+    (Redis ``TIME`` is this host's clock), so none can start an occurrence early; only a run
+    before a job's *first* intended time has a negative lateness (counted as ``early``).
+    ``burst``: every job is intended at ``t0`` once. Other workloads expect nothing.
+
+    Attribution by start time is exact while runs are less than one interval late. A run
+    later than that (an overloaded system) is attributed to a later occurrence, which then
+    shows as a duplicate if that occurrence also ran. ``claimed_duplicates`` counts, where the
+    system names the occurrence it runs (pyscheduler), the runs of the same job and named
+    occurrence beyond the first: a real duplicate, whatever the lateness.
     """
     counts: Counter[tuple[int, int]] = Counter()
     lateness: list[float] = []
@@ -123,9 +127,9 @@ def summarize(spec: RunSpec, hits: Sequence[tuple[int, float]],
         for first in firsts:
             if first <= cutoff:
                 expected += math.floor((cutoff - first) / spec.every + 1e-9) + 1
-        for index, started in hits:
+        for index, started, _ in hits:
             first = firsts[index]
-            k = max(0, math.floor((started - first + EARLY_TOLERANCE_SECONDS) / spec.every))
+            k = max(0, math.floor((started - first) / spec.every))
             intended = first + k * spec.every
             if intended > cutoff + 1e-9:
                 continue
@@ -134,11 +138,12 @@ def summarize(spec: RunSpec, hits: Sequence[tuple[int, float]],
     elif spec.workload == "burst":
         expected = spec.jobs
         intended = first_fire_ms(spec, 0) / 1000
-        for index, started in hits:
+        for index, started, _ in hits:
             counts[(index, 0)] += 1
             lateness.append(started - intended)
     else:
-        counts.update((index, 0) for index, _ in hits)
+        counts.update((index, 0) for index, _, _ in hits)
+    claimed = Counter((index, at) for index, _, at in hits if at is not None)
     lateness.sort()
     early = sum(1 for value in lateness if value < 0)
     return {
@@ -146,6 +151,7 @@ def summarize(spec: RunSpec, hits: Sequence[tuple[int, float]],
         "executed": len(counts),
         "duplicates": sum(n - 1 for n in counts.values()),
         "early": early,
+        "claimed_duplicates": sum(n - 1 for n in claimed.values()) if claimed else None,
         "lateness_ms": {
             name: None if value is None else round(value * 1000, 2)
             for name, value in (("p50", percentile(lateness, 50)),

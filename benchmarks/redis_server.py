@@ -73,6 +73,15 @@ class RedisServer:
     def flush(self) -> None:
         self.client.flushall()
 
+    def cpu_seconds(self) -> Optional[float]:
+        """User plus system CPU time the server has used so far (``None`` without psutil)."""
+        try:
+            import psutil
+        except ImportError:
+            return None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
     def version(self) -> str:
         return str(self.client.info("server").get("redis_version", "?"))
 

@@ -54,8 +54,13 @@ def _note(line: Line) -> str:
         notes.append(f"setup overran first fire by {-margin:.2f} s")
     if line.get("early"):
         notes.append(f"{line['early']} runs early")
-    if line.get("duplicates"):
-        notes.append("**duplicates**")
+    claimed = line.get("claimed_duplicates")
+    if line.get("duplicates") or claimed:
+        notes.append(f"**duplicates** (by start time {line.get('duplicates')}, by claimed "
+                     f"occurrence {'n/a' if claimed is None else claimed})")
+    redis_cpu = line.get("redis_cpu_s")
+    if isinstance(redis_cpu, float):
+        notes.append(f"redis-server CPU {redis_cpu:.2f} s (whole run)")
     share = line.get("share")
     if isinstance(share, list):
         notes.append("per process: " + " / ".join(f"{n:,}" for n in share))

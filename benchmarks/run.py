@@ -23,7 +23,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -61,6 +61,8 @@ SETUP_SECONDS_PER_JOB = {
 }
 
 Line = dict[str, object]
+#: a worker's raw result, as parsed from its JSON file.
+Raw = dict[str, Any]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -179,12 +181,17 @@ def run_spec(spec: RunSpec, redis: Optional[RedisServer], host: dict[str, object
     if spec.workload in ("interval", "burst", "cluster"):
         t0_ms = math.ceil((time.time() + _lead_seconds(spec)) * 1000)
         spec = dataclasses.replace(spec, t0_ms=t0_ms)
-    options = {"key_prefix": f"bench-{uuid.uuid4().hex[:8]}"}
-    if redis is not None:
+    options: dict[str, object] = {"key_prefix": f"bench-{uuid.uuid4().hex[:8]}"}
+    redis_cpu = None
+    if redis is not None and spec.uses_redis:
         redis.flush()
         options.update(redis_host=redis.host, redis_port=redis.port)
+        redis_cpu = redis.cpu_seconds()
     with tempfile.TemporaryDirectory(prefix="pysched-bench-") as tmp:
         results, error = _run_workers(spec, options, Path(tmp))
+    redis_cpu_after = redis.cpu_seconds() if redis is not None else None
+    if redis_cpu is not None and redis_cpu_after is not None:
+        results = [dict(r, redis_cpu_s=redis_cpu_after - redis_cpu) for r in results]
     if error:
         return _line(spec, host, status="error", error=error)
     skipped = [str(r["skipped"]) for r in results if "skipped" in r]
@@ -194,19 +201,19 @@ def run_spec(spec: RunSpec, redis: Optional[RedisServer], host: dict[str, object
 
 
 def _run_workers(spec: RunSpec, options: dict[str, object],
-                 tmp: Path) -> tuple[list[dict[str, object]], str]:
+                 tmp: Path) -> tuple[list[Raw], str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     procs = []
     for member in range(spec.processes):
         out, err = tmp / f"result-{member}.json", tmp / f"stderr-{member}.txt"
-        with err.open("wb") as stderr:
+        with err.open("wb") as err_file:
             procs.append((subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.worker", json.dumps(spec.to_dict()),
                  json.dumps(options), str(out)],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr), out, err))
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err_file), out, err))
     deadline = time.monotonic() + _timeout_seconds(spec)
-    results: list[dict[str, object]] = []
+    results: list[Raw] = []
     errors: list[str] = []
     for proc, out, err in procs:
         try:
@@ -228,14 +235,15 @@ def _run_workers(spec: RunSpec, options: dict[str, object],
     return results, "\n".join(errors)
 
 
-def _merge(spec: RunSpec, results: list[dict[str, object]]) -> dict[str, object]:
+def _merge(spec: RunSpec, results: list[Raw]) -> dict[str, object]:
     """One line from the raw results of the run's processes."""
-    hits: list[tuple[int, float]] = []
+    hits: list[tuple[int, float, Optional[float]]] = []
     for result in results:
-        hits.extend((int(i), float(t)) for i, t in result["hits"])
+        hits.extend((int(i), float(t), None if c is None else float(c))
+                    for i, t, c in result["hits"])
     ends = [float(r["window_end"]) for r in results if "window_end" in r]
     window_end = max(ends) if ends else None
-    fields: dict[str, object] = dict(summarize(spec, hits, window_end))
+    fields = summarize(spec, hits, window_end)
     fields["cpu_s"] = round(sum(float(r["cpu_s"]) for r in results), 4)
     fields["rss_peak_mb"] = round(max(float(r["rss_peak_mb"]) for r in results), 1)
     for key in ("setup_s", "setup_cpu_s", "stop_s", "register_s", "start_s", "rss_base_mb",
@@ -248,6 +256,8 @@ def _merge(spec: RunSpec, results: list[dict[str, object]]) -> dict[str, object]
         fields["ready_margin_s"] = round(spec.t0_ms / 1000 - max(ready), 3)
     if spec.processes > 1:
         fields["share"] = [len(r["hits"]) for r in results]
+    if "redis_cpu_s" in results[0]:
+        fields["redis_cpu_s"] = round(float(results[0]["redis_cpu_s"]), 3)
     fields["version"] = results[0].get("version")
     stderr = [str(r["stderr"]) for r in results if r.get("stderr")]
     if stderr:

@@ -99,7 +99,7 @@ def _timed(spec: RunSpec, adapter: Adapter, recorder: Recorder) -> Result:
         "ready_ts": ready_ts,
         "stop_s": stop_s,
         "rss_peak_mb": peak_rss_mb(),
-        "makespan_s": (max(t for _, t in hits) - t0) if hits else None,
+        "makespan_s": (max(t for _, t, _ in hits) - t0) if hits else None,
     }
 
 

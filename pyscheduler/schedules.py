@@ -353,7 +353,11 @@ class CronSchedule:
         return hash((CronSchedule, self.expr, self.tz_name))
 
     def describe(self) -> dict[str, object]:
-        """``{"type": "cron", "expr": ..., "tz": ...}``."""
+        """``{"type": "cron", "expr": ..., "tz": tz_name}``.
+
+        Zones given by IANA name or as a fixed offset (``UTC+HH:MM``) read back; other tzinfo
+        objects are described by ``str(tz)``, which :func:`schedule_from_description` rejects.
+        """
         return {"type": "cron", "expr": self.expr, "tz": self.tz_name}
 
     def next_after(self, dt: datetime) -> datetime | None:

@@ -17,7 +17,9 @@ __all__ = ["POOL_SIZE", "Adapter", "Fire", "Options", "SkipRun", "job_name"]
 #: worker threads of every system: handlers running at once.
 POOL_SIZE = 10
 
-Fire = Callable[[int], None]
+#: the handler: ``fire(index)``, or ``fire(index, claimed)`` with the epoch seconds of the
+#: occurrence the system says it is running, where it says so.
+Fire = Callable[..., None]
 
 
 class SkipRun(Exception):  # noqa: N818 - a signal, not an error

@@ -14,6 +14,7 @@ import pyscheduler
 from pyscheduler import (
     IntervalSchedule,
     Job,
+    JobContext,
     NoOpLogger,
     NoOpMetrics,
     OnceSchedule,
@@ -46,11 +47,14 @@ class PySchedulerAdapter:
 
     def add_interval(self, index: int, every: float, first: datetime) -> None:
         self.scheduler.register(Job(job_name(index), IntervalSchedule(every, start_at=first),
-                                    functools.partial(self._fire, index)))
+                                    functools.partial(self._handler, index)))
 
     def add_once(self, index: int, run_at: datetime) -> None:
         self.scheduler.register(Job(job_name(index), OnceSchedule(run_at),
-                                    functools.partial(self._fire, index)))
+                                    functools.partial(self._handler, index)))
+
+    def _handler(self, index: int, ctx: JobContext) -> None:
+        self._fire(index, ctx.scheduled_at.timestamp())
 
     def start(self) -> None:
         self.scheduler.start()

@@ -35,7 +35,9 @@ class ScheduleAdapter:
         self._thread: Optional[threading.Thread] = None
 
     def add_interval(self, index: int, every: float, first: datetime) -> None:
-        job = self._scheduler.every(every).seconds.do(self._pool.submit, self._fire, index)
+        # every() is annotated int, but a float interval works (timedelta(seconds=...)).
+        job = self._scheduler.every(every).seconds.do(  # type: ignore[arg-type]
+            self._pool.submit, self._fire, index)
         job.next_run = _naive_local(first)
 
     def add_once(self, index: int, run_at: datetime) -> None:
