@@ -73,7 +73,19 @@ def cpu_seconds() -> float:
 
 
 def peak_rss_mb() -> float:
-    """The highest resident set size this process reached so far, in MiB."""
+    """The highest resident set size this process reached so far, in MiB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` is no good in a
+    child process there, since Linux carries the parent's peak over fork and exec, so a
+    worker would report at least the runner's RSS.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from typing import Optional
 
 from .adapters import Options, SkipRun, create
@@ -30,15 +31,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SkipRun as exc:
         result = {"skipped": str(exc)}
     else:
-        result = run_workload(spec, adapter, recorder)
+        try:
+            result = run_workload(spec, adapter, recorder)
+        except BaseException:
+            traceback.print_exc()
+            _exit(1)
         result["version"] = adapter.version
     with open(out_path, "w") as out:
         json.dump(result, out)
+    _exit(0)
+    return 0  # not reached
+
+
+def _exit(status: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
-    # Handlers still queued or threads still winding down must not delay (or outlive) the
-    # measurement: every figure is already written.
-    os._exit(0)
+    # Without waiting for the system's threads: handlers still queued, or a scheduler that
+    # failed half-way, must not delay (or hang) the run; every figure is already written.
+    os._exit(status)
 
 
 if __name__ == "__main__":
