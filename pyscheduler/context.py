@@ -25,24 +25,39 @@ class CancellationToken:
     """A one-way flag with a reason: once cancelled, it stays cancelled."""
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._cancelled = False
+        # Most runs are never waited on: the event is made only when somebody waits.
+        self._event: Optional[threading.Event] = None
         self.reason = ""
 
     def cancel(self, reason: str) -> None:
         """Set the token; the first reason given is the one kept."""
-        if not self._event.is_set():
+        with _TOKEN_LOCK:
+            if self._cancelled:
+                return
             self.reason = reason
-            self._event.set()
+            self._cancelled = True
+            event = self._event
+        if event is not None:
+            event.set()
 
     @property
     def cancelled(self) -> bool:
         """Whether :meth:`cancel` was called."""
-        return self._event.is_set()
+        return self._cancelled
 
     @property
     def event(self) -> threading.Event:
-        """The underlying event, to wait on."""
-        return self._event
+        """An event set once the token is cancelled, to wait on."""
+        with _TOKEN_LOCK:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._cancelled:
+                    self._event.set()
+            return self._event
+
+
+_TOKEN_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,11 @@ class Run:
     started: float = 0.0
     settled: bool = False
     done: threading.Event = field(default_factory=threading.Event)
+    #: the lease this run holds
+    lease: Lease = field(init=False)
 
-    @property
-    def lease(self) -> Lease:
-        """The lease this run holds."""
-        return Lease(self.claim.job_name, self.claim.owner, self.claim.fence)
+    def __post_init__(self) -> None:
+        self.lease = Lease(self.claim.job_name, self.claim.owner, self.claim.fence)
 
 
 #: ``on_done(run, error, duration)``: called on the worker thread when a handler returned.

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import enum
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable, Optional, Union
 
-from ._time import Duration, to_seconds
+from ._time import Duration, from_ms, to_seconds
+from .backends.base import JobState
 from .context import JobContext
 from .errors import InvalidJobError
 from .retry import RetryPolicy
 from .schedules import Schedule
 
-__all__ = ["Handler", "Job", "JobMetadata", "JobStatus", "MAX_NAME_LENGTH"]
+__all__ = ["Handler", "Job", "JobMetadata", "JobStatus", "MAX_NAME_LENGTH", "metadata_from_state"]
 
 #: A handler takes the run's :class:`JobContext`, or nothing. Its return value is ignored.
 Handler = Union[Callable[[JobContext], object], Callable[[], object]]
@@ -99,7 +100,21 @@ class Job:
         self.misfire_grace_time = _positive_or_none(name, "misfire_grace_time", misfire_grace_time)
         self.enabled = bool(enabled)
         self.recover = bool(recover)
-        self.metadata = JobMetadata(status=JobStatus.SCHEDULED if enabled else JobStatus.PAUSED)
+        # The latest stored state this process saw; the metadata is derived on demand, so
+        # that recording it after every run costs nothing until somebody looks.
+        self._state: Optional[JobState] = None
+        self._local_runs = 0
+
+    @property
+    def metadata(self) -> JobMetadata:
+        """A snapshot of the job's shared state as this process last saw it."""
+        state = self._state
+        if state is None:
+            return JobMetadata(status=JobStatus.SCHEDULED if self.enabled else JobStatus.PAUSED)
+        metadata = metadata_from_state(state)
+        if self._local_runs and metadata.status is JobStatus.SCHEDULED:
+            return replace(metadata, status=JobStatus.RUNNING)
+        return metadata
 
     def __repr__(self) -> str:
         return f"Job(name={self.name!r}, schedule={self.schedule!r})"
@@ -174,3 +189,27 @@ def _takes_context(job: str, handler: object) -> bool:
         raise InvalidJobError(
             f"job {job!r}: handler {handler!r} must take one argument (the JobContext) or none"
         ) from None
+
+
+def metadata_from_state(state: JobState) -> JobMetadata:
+    """The user-facing snapshot of a stored job state."""
+    if state.paused:
+        status = JobStatus.PAUSED
+    elif state.occurrence_status == "running":
+        status = JobStatus.RUNNING
+    elif state.due_ms is None and not state.occurrence_status:
+        status = JobStatus.FAILED if state.last_failed else JobStatus.COMPLETED
+    else:
+        status = JobStatus.SCHEDULED
+    return JobMetadata(
+        status=status,
+        next_run_at=None if state.next_run_ms is None else from_ms(state.next_run_ms),
+        last_run_at=None if state.last_run_ms is None else from_ms(state.last_run_ms),
+        last_success_at=None if state.last_success_ms is None else from_ms(state.last_success_ms),
+        last_error=state.last_error,
+        last_duration=state.last_duration,
+        run_count=state.run_count,
+        failure_count=state.failure_count,
+        consecutive_failures=state.consecutive_failures,
+        fencing_token=state.fence,
+    )

@@ -87,9 +87,10 @@ class DistributedLock:
     def hold(self, lease: Lease, token: CancellationToken, sent: float) -> None:
         """Keep ``lease`` alive until :meth:`finish` or :meth:`interrupt`; cancel ``token``
         if it is lost."""
+        # No need to wake the refresher: it refreshes every interval, which is shorter than
+        # a new lease's deadline.
         with self._mutex:
             self._held[lease.owner] = _Held(lease, token, self._deadline(sent))
-        self._wake.set()
 
     def held(self) -> list[Lease]:
         """The leases this instance holds."""

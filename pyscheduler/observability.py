@@ -24,6 +24,9 @@ __all__ = [
 
 Fields = Optional[Mapping[str, object]]
 
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
 
 class Logger(Protocol):
     """Structured log sink: a message plus a mapping of fields."""
@@ -131,6 +134,10 @@ class StandardLogger:
     def __init__(self, logger: Optional[logging.Logger] = None) -> None:
         self._logger = logger or logging.getLogger("pyscheduler")
 
+    def enabled(self, level: str) -> bool:
+        """Whether the underlying logger writes messages of ``level`` (``"info"``...)."""
+        return self._logger.isEnabledFor(_LEVELS[level])
+
     def _log(self, level: int, msg: str, fields: Fields) -> None:
         if not self._logger.isEnabledFor(level):
             return
@@ -164,8 +171,20 @@ class SafeHooks:
     def __init__(self, logger: Logger, metrics: MetricsCollector) -> None:
         self.logger = logger
         self.metrics = metrics
+        self._no_metrics = type(metrics) is NoOpMetrics
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
+
+    def logs(self, level: str) -> bool:
+        """Whether a message at ``level`` may be written, so hot paths can skip building it.
+
+        Only the loggers we know are asked: a user's logger always gets every message.
+        """
+        if type(self.logger) is NoOpLogger:
+            return False
+        if isinstance(self.logger, StandardLogger):
+            return self.logger.enabled(level)
+        return True
 
     def log(self, level: str, msg: str, **fields: object) -> None:
         """Log through the user's logger; ``level`` is debug, info, warning or error."""
@@ -176,6 +195,8 @@ class SafeHooks:
 
     def metric(self, hook: str, *args: object) -> None:
         """Call ``metrics.<hook>(*args)``."""
+        if self._no_metrics:
+            return
         try:
             getattr(self.metrics, hook)(*args)
         except BaseException:  # a broken metrics hook must not stop jobs, whatever it raises

@@ -14,6 +14,7 @@ it), and every claim also reports due work this instance did not know about (ret
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 import socket
 import threading
@@ -46,7 +47,7 @@ from .errors import (
     SchedulerStateError,
 )
 from .executor import DefaultJobExecutor, Run, describe_error
-from .job import Job, JobMetadata, JobStatus
+from .job import Job
 from .lock import DistributedLock
 from .observability import (
     Logger,
@@ -58,7 +59,7 @@ from .observability import (
 from .retry import RetryPolicy
 from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule, latest_due
 
-__all__ = ["Scheduler", "ShutdownReport", "metadata_from_state"]
+__all__ = ["Scheduler", "ShutdownReport"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -131,6 +132,9 @@ class Scheduler:
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         )
         self._hooks = SafeHooks(logger, metrics)
+        # Owner tokens: unique per claim, and per process even if instance_id is reused.
+        self._owner_prefix = f"{self.instance_id}:{uuid.uuid4().hex[:12]}:"
+        self._claim_numbers = itertools.count(1)
         self._entries: dict[str, _Entry] = {}
         self._heap: list[tuple[int, str]] = []
         self._pending_ops: list[tuple[str, str]] = []
@@ -425,7 +429,7 @@ class Scheduler:
         if self._state == _RUNNING:
             (state,) = self.backend.get_states([name])
             if state is not None:
-                entry.job.metadata = metadata_from_state(state)
+                entry.job._state = state
         return entry.job
 
     def jobs(self) -> list[Job]:
@@ -436,7 +440,7 @@ class Scheduler:
             states = self.backend.get_states([e.job.name for e in entries])
             for entry, state in zip(entries, states):
                 if state is not None:
-                    entry.job.metadata = metadata_from_state(state)
+                    entry.job._state = state
         return [entry.job for entry in entries]
 
     # -- the tick ----------------------------------------------------------------------------
@@ -465,7 +469,8 @@ class Scheduler:
             return
         self._last_poll = self.clock.monotonic()
         try:
-            batch, sent = self.lock.acquire(self.instance_id, requests, peek=free)
+            batch, sent = self.lock.acquire(self.instance_id, requests,
+                                            peek=free - len(requests))
         except BaseException:
             self._restore(requests)
             raise
@@ -497,15 +502,13 @@ class Scheduler:
         scheduled: Optional[int] = None
         following: Optional[int] = None
         if entry.next_run_ms is not None and entry.next_run_ms <= now_ms:
-            latest, after = latest_due(job.schedule, from_ms(entry.next_run_ms), from_ms(now_ms))
-            scheduled = to_ms(latest)
-            following = None if after is None else to_ms(after)
+            scheduled, following = _coalesce(job.schedule, entry.next_run_ms, now_ms)
         grace = job.misfire_grace_time
         if grace is None:
             grace = self.config.misfire_grace_seconds
         return ClaimRequest(
             job_name=job.name,
-            owner=f"{self.instance_id}:{uuid.uuid4().hex}",
+            owner=f"{self._owner_prefix}{next(self._claim_numbers)}",
             expected_due_ms=due,
             expected_next_run_ms=entry.next_run_ms,
             scheduled_ms=scheduled,
@@ -553,16 +556,33 @@ class Scheduler:
         run = Run(job, claim, ctx, deadline)
         with self._mutex:
             entry.running += 1
+            entry.job._local_runs = entry.running
             entry.due_ms = None
         self.lock.hold(run.lease, ctx.token, sent)
-        job.metadata = _with_status(job.metadata, JobStatus.RUNNING, claim.fence)
-        self._hooks.log("info", "job started", job=job.name, attempt=claim.attempt,
-                        scheduled_at=ctx.scheduled_at.isoformat(), fence=claim.fence,
-                        kind=claim.kind)
+        if self._hooks.logs("info"):
+            self._hooks.log("info", "job started", job=job.name, attempt=claim.attempt,
+                            scheduled_at=ctx.scheduled_at.isoformat(), fence=claim.fence,
+                            kind=claim.kind)
         self.executor.submit(run)
 
     def _next_delay(self) -> float:
-        delay = self.config.tick_seconds - (self.clock.monotonic() - self._last_poll)
+        # With every worker busy there is nothing to claim: sleep until a run returns (which
+        # wakes the tick), a timeout is due, or a tick interval passed.
+        delay = self.config.tick_seconds
+        if self.executor.free_slots() <= 0:
+            self._heap_top_valid()
+        else:
+            delay -= self.clock.monotonic() - self._last_poll
+            top = self._heap_top_valid()
+            if top is not None:
+                delay = min(delay, (top - self._backend_now_ms()) / 1000)
+        deadline = self.executor.next_deadline()
+        if deadline is not None:
+            delay = min(delay, deadline - self.clock.monotonic())
+        return max(0.0, delay)
+
+    def _heap_top_valid(self) -> Optional[int]:
+        """The earliest due time in the local index, dropping stale entries on the way."""
         with self._mutex:
             while self._heap:
                 due, name = self._heap[0]
@@ -570,12 +590,8 @@ class Scheduler:
                 if entry is None or entry.due_ms != due or entry.running:
                     heapq.heappop(self._heap)
                     continue
-                delay = min(delay, (due - self._backend_now_ms()) / 1000)
-                break
-        deadline = self.executor.next_deadline()
-        if deadline is not None:
-            delay = min(delay, deadline - self.clock.monotonic())
-        return max(0.0, delay)
+                return due
+        return None
 
     def _tick_loop(self) -> None:
         while not self._stopping:
@@ -600,6 +616,7 @@ class Scheduler:
             entry = self._entries.get(run.job.name)
             if entry is not None:
                 entry.running = max(0, entry.running - 1)
+                entry.job._local_runs = entry.running
                 if not entry.running and entry.due_ms is not None:
                     # Its due time was learnt while the handler still ran: index it now.
                     heapq.heappush(self._heap, (entry.due_ms, entry.job.name))
@@ -622,8 +639,9 @@ class Scheduler:
         job, attempt = run.job, run.claim.attempt
         if error is None and not timed_out:
             self._hooks.metric("job_completed", job.name, duration)
-            self._hooks.log("info", "job succeeded", job=job.name, attempt=attempt,
-                            seconds=round(duration, 4))
+            if self._hooks.logs("info"):
+                self._hooks.log("info", "job succeeded", job=job.name, attempt=attempt,
+                                seconds=round(duration, 4))
             return Outcome(run.lease, True, duration=duration)
         text = (f"timed out after {job.timeout:g} s" if timed_out
                 else describe_error(error) if error is not None else "failed")
@@ -680,13 +698,13 @@ class Scheduler:
             (state,) = self.backend.get_states([run.job.name])
             if state is None:
                 return
-        entry.job.metadata = metadata_from_state(state)
+        entry.job._state = state
         self._apply_due(entry, DueEntry(state.name, state.due_ms, state.next_run_ms))
 
     # -- the local index ---------------------------------------------------------------------
 
     def _apply_state(self, entry: _Entry, state: JobState) -> None:
-        entry.job.metadata = metadata_from_state(state)
+        entry.job._state = state
         self._apply_due(entry, DueEntry(state.name, state.due_ms, state.next_run_ms))
 
     def _apply_due(self, entry: _Entry, due: DueEntry) -> None:
@@ -739,29 +757,22 @@ class Scheduler:
         return int(self.clock.time() * 1000) + self._offset_ms
 
 
-def metadata_from_state(state: JobState) -> JobMetadata:
-    """The user-facing snapshot of a stored job state."""
-    if state.paused:
-        status = JobStatus.PAUSED
-    elif state.occurrence_status == "running":
-        status = JobStatus.RUNNING
-    elif state.due_ms is None and not state.occurrence_status:
-        status = JobStatus.FAILED if state.last_failed else JobStatus.COMPLETED
-    else:
-        status = JobStatus.SCHEDULED
-    return JobMetadata(
-        status=status,
-        next_run_at=None if state.next_run_ms is None else from_ms(state.next_run_ms),
-        last_run_at=None if state.last_run_ms is None else from_ms(state.last_run_ms),
-        last_success_at=None if state.last_success_ms is None else from_ms(state.last_success_ms),
-        last_error=state.last_error,
-        last_duration=state.last_duration,
-        run_count=state.run_count,
-        failure_count=state.failure_count,
-        consecutive_failures=state.consecutive_failures,
-        fencing_token=state.fence,
-    )
+def _coalesce(schedule: Schedule, first_ms: int, now_ms: int) -> tuple[int, Optional[int]]:
+    """The latest occurrence from ``first_ms`` up to ``now_ms``, and the one after it."""
+    step = _whole_ms_interval(schedule)
+    if step:  # the common case, without datetime arithmetic: this runs per occurrence
+        latest = first_ms + (now_ms - first_ms) // step * step
+        return latest, latest + step
+    latest, after = latest_due(schedule, from_ms(first_ms), from_ms(now_ms))
+    return to_ms(latest), None if after is None else to_ms(after)
 
 
-def _with_status(metadata: JobMetadata, status: JobStatus, fence: int) -> JobMetadata:
-    return replace(metadata, status=status, fencing_token=fence)
+def _whole_ms_interval(schedule: Schedule) -> int:
+    """The interval in ms of an ``IntervalSchedule`` whose grid falls on whole ms, else 0."""
+    if type(schedule) is not IntervalSchedule:
+        return 0
+    micros = round(schedule.every * 1_000_000)
+    start = schedule.start_at
+    if micros % 1000 or (start is not None and start.microsecond % 1000):
+        return 0
+    return micros // 1000

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..clock import Clock, SystemClock
@@ -46,8 +46,28 @@ class _Occurrence:
 
 
 @dataclass
+class _State:
+    """The mutable twin of :class:`JobState` (a snapshot is taken whenever one leaves)."""
+
+    name: str
+    next_run_ms: Optional[int]
+    due_ms: Optional[int]
+    paused: bool
+    fence: int
+    run_count: int = 0
+    failure_count: int = 0
+    consecutive_failures: int = 0
+    last_run_ms: Optional[int] = None
+    last_success_ms: Optional[int] = None
+    last_error: str = ""
+    last_duration: Optional[float] = None
+    last_failed: bool = False
+    description: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
 class _Record:
-    state: JobState
+    state: _State
     occurrence: Optional[_Occurrence] = None
     manual_at_ms: Optional[int] = None
     lease_owner: str = ""
@@ -99,7 +119,7 @@ class MemoryBackend:
                 record = self._records.get(definition.name)
                 if record is None:
                     record = _Record(
-                        JobState(
+                        _State(
                             name=definition.name,
                             next_run_ms=definition.first_run_ms,
                             due_ms=None,
@@ -111,7 +131,7 @@ class MemoryBackend:
                     self._records[definition.name] = record
                     self._reindex(record)
                 else:
-                    record.state = replace(record.state, description=dict(definition.description))
+                    record.state.description = dict(definition.description)
                 states.append(self._snapshot(record))
             return states
 
@@ -126,7 +146,7 @@ class MemoryBackend:
             record = self._records.get(name)
             if record is None:
                 return None
-            record.state = replace(record.state, paused=paused)
+            record.state.paused = paused
             self._reindex(record)
             return self._due_entry(record)
 
@@ -182,9 +202,11 @@ class MemoryBackend:
                     refused.append(self._due_entry(record))
                 else:
                     claims.append(claim)
-            requested = {request.job_name for request in requests}
-            due = [entry for entry in self._due_entries(now, peek + len(requested))
-                   if entry.name not in requested][:peek]
+            due: list[DueEntry] = []
+            if peek > 0:
+                requested = {request.job_name for request in requests}
+                due = [entry for entry in self._due_entries(now, peek + len(requested))
+                       if entry.name not in requested][:peek]
             return ClaimBatch(claims, refused, due, skipped, abandoned, now)
 
     def _claim_one(
@@ -239,7 +261,7 @@ class MemoryBackend:
             or (following is not None and following <= scheduled)
         ):
             return None
-        record.state = replace(state, next_run_ms=following)
+        state.next_run_ms = following
         grace = request.misfire_grace_ms
         if grace is not None and now - scheduled > grace:
             self._reindex(record)
@@ -264,7 +286,7 @@ class MemoryBackend:
         )
         record.lease_owner, record.lease_fence = request.owner, fence
         record.lease_expires_ms = now + lease_ms
-        record.state = replace(record.state, fence=fence)
+        record.state.fence = fence
         self._reindex(record)
         claim = Claim(record.state.name, request.owner, fence, scheduled_ms, attempt, kind,
                       now, lease_ms)
@@ -301,13 +323,12 @@ class MemoryBackend:
         record.lease_owner = ""
         occurrence = record.occurrence
         assert occurrence is not None
-        record.state = replace(
-            record.state,
-            run_count=record.state.run_count + 1,
-            last_run_ms=occurrence.claimed_at_ms,
-            last_duration=outcome.duration,
-            last_error=outcome.error if not outcome.succeeded else record.state.last_error,
-        )
+        state = record.state
+        state.run_count += 1
+        state.last_run_ms = occurrence.claimed_at_ms
+        state.last_duration = outcome.duration
+        if not outcome.succeeded:
+            state.last_error = outcome.error
         if outcome.succeeded:
             self._settle(record, succeeded=True, error="", now=now)
         elif outcome.retry_delay_ms is not None:
@@ -320,16 +341,12 @@ class MemoryBackend:
     def _settle(self, record: _Record, *, succeeded: bool, error: str, now: int = 0) -> None:
         state = record.state
         if succeeded:
-            record.state = replace(state, last_success_ms=now, consecutive_failures=0,
-                                   last_failed=False)
+            state.last_success_ms, state.consecutive_failures, state.last_failed = now, 0, False
         else:
-            record.state = replace(
-                state,
-                failure_count=state.failure_count + 1,
-                consecutive_failures=state.consecutive_failures + 1,
-                last_error=error or state.last_error,
-                last_failed=True,
-            )
+            state.failure_count += 1
+            state.consecutive_failures += 1
+            state.last_error = error or state.last_error
+            state.last_failed = True
         record.occurrence = None
         record.lease_owner = ""
         self._reindex(record)
@@ -374,7 +391,7 @@ class MemoryBackend:
         due = self._due_time(record)
         if due == record.state.due_ms and due is not None:
             return  # its index entry is still valid
-        record.state = replace(record.state, due_ms=due)
+        record.state.due_ms = due
         if due is not None:
             heapq.heappush(self._index, (due, record.state.name))
         if len(self._index) > 2 * len(self._records) + 1024:
@@ -419,13 +436,13 @@ class MemoryBackend:
     def _due_entry(record: _Record) -> DueEntry:
         return DueEntry(record.state.name, record.state.due_ms, record.state.next_run_ms)
 
-    def _snapshot(self, record: _Record) -> JobState:
+    @staticmethod
+    def _snapshot(record: _Record) -> JobState:
+        fields = dict(vars(record.state))
         occurrence = record.occurrence
-        if occurrence is None:
-            return record.state
-        return replace(
-            record.state,
-            occurrence_status=occurrence.status,
-            occurrence_scheduled_ms=occurrence.scheduled_ms,
-            occurrence_attempt=occurrence.attempt,
-        )
+        if occurrence is not None:
+            fields.update(occurrence_status=occurrence.status,
+                          occurrence_scheduled_ms=occurrence.scheduled_ms,
+                          occurrence_attempt=occurrence.attempt)
+        fields["description"] = dict(record.state.description)
+        return JobState(**fields)

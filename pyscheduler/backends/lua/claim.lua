@@ -101,7 +101,7 @@ for i = 1, (#ARGV - 4) / 8 do
   end
 end
 
-if peek + distinct > 0 then
+if peek > 0 then
   local names = redis.call('ZRANGEBYSCORE', DUE, '-inf', fmt(now_ms), 'LIMIT', 0,
                            peek + distinct)
   for _, name in ipairs(names) do
