@@ -763,8 +763,8 @@ def _coalesce(schedule: Schedule, first_ms: int, now_ms: int) -> tuple[int, Opti
     if step:  # the common case, without datetime arithmetic: this runs per occurrence
         latest = first_ms + (now_ms - first_ms) // step * step
         return latest, latest + step
-    latest, after = latest_due(schedule, from_ms(first_ms), from_ms(now_ms))
-    return to_ms(latest), None if after is None else to_ms(after)
+    latest_at, after = latest_due(schedule, from_ms(first_ms), from_ms(now_ms))
+    return to_ms(latest_at), None if after is None else to_ms(after)
 
 
 def _whole_ms_interval(schedule: Schedule) -> int:
