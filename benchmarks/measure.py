@@ -14,13 +14,14 @@ import resource
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Optional, Sequence
 
 from .plan import COUNT_MARGIN_SECONDS, RunSpec, first_fire_ms
 
 __all__ = [
     "Recorder",
+    "attribute",
     "cpu_seconds",
     "current_rss_mb",
     "peak_rss_mb",
@@ -109,59 +110,88 @@ def percentile(ordered: Sequence[float], pct: float) -> Optional[float]:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def attribute(starts: Sequence[float], first: float,
+              every: Optional[float]) -> tuple[list[tuple[int, float]], int]:
+    """Match one job's handler starts to its intended occurrences ``first + k * every``.
+
+    Runs of one job are sequential in every system here, so they match strictly increasing
+    occurrences. Each start takes the latest occurrence at or before it that a later start
+    did not take (the latest start goes first); a start left with no occurrence is a
+    duplicate. A start before ``first`` takes occurrence 0 (negative lateness: early).
+    ``every=None``: a one-time job, whose first start is its run and the rest duplicates.
+
+    :returns: ``(k, start)`` of the matched starts, and the number of duplicates.
+    """
+    if every is None:
+        ordered = sorted(starts)
+        return [(0, ordered[0])] if ordered else [], max(0, len(ordered) - 1)
+    matched: list[tuple[int, float]] = []
+    duplicates = 0
+    limit = math.inf  # occurrences from here on are taken
+    for started in sorted(starts, reverse=True):
+        latest = max(0, math.floor((started - first) / every))
+        k = latest if latest < limit else int(limit) - 1
+        if k < 0:
+            duplicates += 1
+            continue
+        matched.append((k, started))
+        limit = k
+    return matched, duplicates
+
+
 def summarize(spec: RunSpec, hits: Sequence[tuple[int, float, Optional[float]]],
               window_end: Optional[float] = None) -> dict[str, object]:
     """Executed vs expected occurrences, duplicates and lateness of one run.
 
     ``interval``/``cluster``: job ``i`` is intended to fire at ``first_i + k * every`` for
     ``k = 0, 1, ...``; expected are the occurrences intended in ``[first_i, window_end -
-    COUNT_MARGIN_SECONDS]``. An execution at ``t`` belongs to the latest intended time at or
-    before ``t``, so a run that coalesces missed occurrences counts once, for the latest of
-    them. No system here decides due-ness on another clock than the one the handler reads
-    (Redis ``TIME`` is this host's clock), so none can start an occurrence early; only a run
-    before a job's *first* intended time has a negative lateness (counted as ``early``).
-    ``burst``: every job is intended at ``t0`` once. Other workloads expect nothing.
+    COUNT_MARGIN_SECONDS]``. ``burst``: every job once, at ``t0``. Other workloads expect
+    nothing. Starts are matched to occurrences by :func:`attribute`: a run that coalesces
+    missed occurrences counts once, for the latest of them, and a run more than one
+    interval late is not mistaken for a run of the next occurrence. Every system here
+    decides due-ness on the clock the handler reads (Redis ``TIME`` is this host's clock).
 
-    Attribution by start time is exact while runs are less than one interval late. A run
-    later than that (an overloaded system) is attributed to a later occurrence, which then
-    shows as a duplicate if that occurrence also ran. ``claimed_duplicates`` counts, where the
-    system names the occurrence it runs (pyscheduler), the runs of the same job and named
-    occurrence beyond the first: a real duplicate, whatever the lateness.
+    ``duplicates`` are the starts that no occurrence is left for, which start times alone
+    prove. ``claimed_duplicates`` counts, where the system names the occurrence it runs
+    (pyscheduler's ``ctx.scheduled_at``), the runs of the same job and named occurrence
+    beyond the first: it also catches a duplicate that a lagging system's start times
+    could hide.
     """
-    counts: Counter[tuple[int, int]] = Counter()
+    per_job: dict[int, list[float]] = defaultdict(list)
+    for index, started, _ in hits:
+        per_job[index].append(started)
     lateness: list[float] = []
-    expected = 0
-    if spec.workload in ("interval", "cluster"):
-        if window_end is None:
-            raise ValueError("an interval run needs its window end")
-        cutoff = window_end - COUNT_MARGIN_SECONDS
-        firsts = [first_fire_ms(spec, i) / 1000 for i in range(spec.jobs)]
-        for first in firsts:
-            if first <= cutoff:
-                expected += math.floor((cutoff - first) / spec.every + 1e-9) + 1
-        for index, started, _ in hits:
-            first = firsts[index]
-            k = max(0, math.floor((started - first) / spec.every))
-            intended = first + k * spec.every
-            if intended > cutoff + 1e-9:
-                continue
-            counts[(index, k)] += 1
-            lateness.append(started - intended)
-    elif spec.workload == "burst":
-        expected = spec.jobs
-        intended = first_fire_ms(spec, 0) / 1000
-        for index, started, _ in hits:
-            counts[(index, 0)] += 1
-            lateness.append(started - intended)
+    executed = duplicates = expected = 0
+    if spec.workload in ("interval", "cluster", "burst"):
+        every: Optional[float] = None if spec.workload == "burst" else spec.every
+        cutoff = math.inf
+        if every is not None:
+            if window_end is None:
+                raise ValueError("an interval run needs its window end")
+            cutoff = window_end - COUNT_MARGIN_SECONDS
+        for index in range(spec.jobs):
+            first = first_fire_ms(spec, index) / 1000
+            if every is None:
+                expected += 1
+            elif first <= cutoff:
+                expected += math.floor((cutoff - first) / every + 1e-9) + 1
+            matched, extra = attribute(per_job.get(index, ()), first, every)
+            duplicates += extra
+            for k, started in matched:
+                intended = first + k * (every or 0.0)
+                if intended <= cutoff + 1e-9:
+                    executed += 1
+                    lateness.append(started - intended)
     else:
-        counts.update((index, 0) for index, _, _ in hits)
+        executed = len(per_job)
+        duplicates = len(hits) - executed
     claimed = Counter((index, at) for index, _, at in hits if at is not None)
     lateness.sort()
     early = sum(1 for value in lateness if value < 0)
     return {
         "expected": expected,
-        "executed": len(counts),
-        "duplicates": sum(n - 1 for n in counts.values()),
+        "executed": executed,
+        "duplicates": duplicates,
         "early": early,
         "claimed_duplicates": sum(n - 1 for n in claimed.values()) if claimed else None,
         "lateness_ms": {

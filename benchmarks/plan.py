@@ -137,7 +137,8 @@ def full_plan() -> list[RunSpec]:
             {"jobs": 100, "align": "spread", "work_ms": 10.0, **window},
             {"jobs": 1000, "align": "aligned", **window},
             {"jobs": 1000, "align": "spread", **window},
-            {"jobs": 1000, "align": "spread", "work_ms": 10.0, **window},
+            {"jobs": 1000, "align": "spread", "work_ms": 5.0, **window},  # pool half busy
+            {"jobs": 1000, "align": "spread", "work_ms": 10.0, **window},  # pool all busy
             {"jobs": 10_000, "align": "aligned", **window},
             {"jobs": 10_000, "align": "spread", **window},
         ])

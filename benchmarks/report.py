@@ -56,8 +56,8 @@ def _note(line: Line) -> str:
         notes.append(f"{line['early']} runs early")
     claimed = line.get("claimed_duplicates")
     if line.get("duplicates") or claimed:
-        notes.append(f"**duplicates** (by start time {line.get('duplicates')}, by claimed "
-                     f"occurrence {'n/a' if claimed is None else claimed})")
+        notes.append(f"**duplicates**: {line.get('duplicates')} by start times, "
+                     f"{'n/a' if claimed is None else claimed} by claimed occurrence")
     redis_cpu = line.get("redis_cpu_s")
     if isinstance(redis_cpu, float):
         notes.append(f"redis-server CPU {redis_cpu:.2f} s (whole run)")

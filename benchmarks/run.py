@@ -54,9 +54,9 @@ BASE_LEAD_SECONDS = 1.5
 #: first fire (a run where it was not says so in its notes).
 SETUP_SECONDS_PER_JOB = {
     "pyscheduler-memory": 150e-6,
-    "pyscheduler-redis": 500e-6,
+    "pyscheduler-redis": 400e-6,
     "apscheduler-memory": 100e-6,
-    "apscheduler-redis": 800e-6,
+    "apscheduler-redis": 600e-6,
     "schedule": 40e-6,
 }
 
@@ -166,7 +166,7 @@ def _line(spec: RunSpec, host: dict[str, object], **fields: object) -> Line:
 def _lead_seconds(spec: RunSpec) -> float:
     per_job = SETUP_SECONDS_PER_JOB.get(spec.system, 100e-6)
     # the processes of a cluster run register at once, sharing the CPUs and the server
-    return BASE_LEAD_SECONDS + spec.jobs * per_job * spec.processes
+    return BASE_LEAD_SECONDS + spec.jobs * per_job * (1 + (spec.processes - 1) / 2)
 
 
 def _timeout_seconds(spec: RunSpec) -> float:

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Optional
+from typing import NoReturn, Optional
 
 from .adapters import Options, SkipRun, create
 from .measure import Recorder
@@ -40,10 +40,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     with open(out_path, "w") as out:
         json.dump(result, out)
     _exit(0)
-    return 0  # not reached
 
 
-def _exit(status: int) -> None:
+def _exit(status: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     # Without waiting for the system's threads: handlers still queued, or a scheduler that

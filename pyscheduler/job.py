@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable, Optional, Union
@@ -75,6 +76,11 @@ class Job:
     :raises InvalidJobError: an argument is invalid (a ``ValueError``).
     """
 
+    # Slots: a process may hold 100,000 jobs.
+    __slots__ = ("_description", "_local_runs", "_state", "_takes_context", "enabled",
+                 "handler", "misfire_grace_time", "name", "recover", "retry_policy",
+                 "schedule", "timeout")
+
     def __init__(
         self,
         name: str,
@@ -104,6 +110,7 @@ class Job:
         # that recording it after every run costs nothing until somebody looks.
         self._state: Optional[JobState] = None
         self._local_runs = 0
+        self._description: Optional[dict[str, object]] = None
 
     @property
     def metadata(self) -> JobMetadata:
@@ -128,6 +135,11 @@ class Job:
 
     def describe(self) -> dict[str, object]:
         """The job as plain data, stored in the backend so operators can list it."""
+        if self._description is None:  # the fields it shows never change
+            self._description = self._describe()
+        return dict(self._description)
+
+    def _describe(self) -> dict[str, object]:
         describe = getattr(self.schedule, "describe", None)
         return {
             "schema": 1,
@@ -173,8 +185,24 @@ def _positive_or_none(job: str, what: str, value: Optional[Duration]) -> Optiona
 def _takes_context(job: str, handler: object) -> bool:
     if not callable(handler):
         raise InvalidJobError(f"job {job!r}: handler must be callable, got {handler!r}")
+    # Inspecting a signature costs more than the rest of a Job; many jobs share a handler.
     try:
-        signature = inspect.signature(handler)
+        cached = _ARITY.get(handler)
+    except TypeError:  # unhashable callable
+        return _inspect_arity(job, handler)
+    if cached is None:
+        cached = _inspect_arity(job, handler)
+        if len(_ARITY) < 4096:
+            _ARITY[handler] = cached
+    return cached
+
+
+_ARITY: weakref.WeakKeyDictionary[object, bool] = weakref.WeakKeyDictionary()
+
+
+def _inspect_arity(job: str, handler: object) -> bool:
+    try:
+        signature = inspect.signature(handler)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return True  # a builtin without a signature: assume the documented form
     try:

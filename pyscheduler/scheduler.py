@@ -82,14 +82,16 @@ class ShutdownReport:
         return not self.still_running
 
 
-@dataclass(eq=False)
 class _Entry:
     """This instance's view of one registered job."""
 
-    job: Job
-    due_ms: Optional[int] = None
-    next_run_ms: Optional[int] = None
-    running: int = 0
+    __slots__ = ("due_ms", "job", "next_run_ms", "running")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.due_ms: Optional[int] = None
+        self.next_run_ms: Optional[int] = None
+        self.running = 0
 
 
 class Scheduler:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import threading
-from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..clock import Clock, SystemClock
@@ -32,48 +31,62 @@ _RETRY_WAIT = "retry_wait"
 _INTERRUPTED = "interrupted"
 
 
-@dataclass
 class _Occurrence:
-    scheduled_ms: int
-    attempt: int
-    owner: str
-    fence: int
-    kind: str
-    status: str = _RUNNING
-    claimed_at_ms: int = 0
-    retry_at_ms: Optional[int] = None
-    recoveries: int = 0
+    """The occurrence in flight."""
+
+    __slots__ = ("attempt", "claimed_at_ms", "fence", "kind", "owner", "recoveries",
+                 "retry_at_ms", "scheduled_ms", "status")
+
+    def __init__(self, scheduled_ms: int, attempt: int, owner: str, fence: int, kind: str,
+                 claimed_at_ms: int, recoveries: int) -> None:
+        self.scheduled_ms, self.attempt = scheduled_ms, attempt
+        self.owner, self.fence = owner, fence
+        self.kind, self.status, self.claimed_at_ms = kind, _RUNNING, claimed_at_ms
+        self.retry_at_ms: Optional[int] = None
+        self.recoveries = recoveries
 
 
-@dataclass
+#: The fields of :class:`_State`, in :class:`JobState`'s terms.
+_STATE_FIELDS = ("name", "next_run_ms", "due_ms", "paused", "fence", "run_count",
+                 "failure_count", "consecutive_failures", "last_run_ms", "last_success_ms",
+                 "last_error", "last_duration", "last_failed", "description")
+
+
 class _State:
-    """The mutable twin of :class:`JobState` (a snapshot is taken whenever one leaves)."""
+    """The mutable twin of :class:`JobState` (a snapshot is taken whenever one leaves).
 
-    name: str
-    next_run_ms: Optional[int]
-    due_ms: Optional[int]
-    paused: bool
-    fence: int
-    run_count: int = 0
-    failure_count: int = 0
-    consecutive_failures: int = 0
-    last_run_ms: Optional[int] = None
-    last_success_ms: Optional[int] = None
-    last_error: str = ""
-    last_duration: Optional[float] = None
-    last_failed: bool = False
-    description: dict[str, object] = field(default_factory=dict)
+    Slotted, like the other records here: the backend may hold 100,000 jobs.
+    """
+
+    __slots__ = _STATE_FIELDS
+
+    def __init__(self, name: str, next_run_ms: Optional[int], paused: bool,
+                 description: dict[str, object]) -> None:
+        self.name, self.next_run_ms, self.paused = name, next_run_ms, paused
+        self.due_ms: Optional[int] = None
+        self.fence = self.run_count = self.failure_count = self.consecutive_failures = 0
+        self.last_run_ms: Optional[int] = None
+        self.last_success_ms: Optional[int] = None
+        self.last_error = ""
+        self.last_duration: Optional[float] = None
+        self.last_failed = False
+        # Shared with the registering definition, never mutated: the description is only
+        # replaced as a whole.
+        self.description = description
 
 
-@dataclass
 class _Record:
-    state: _State
-    occurrence: Optional[_Occurrence] = None
-    manual_at_ms: Optional[int] = None
-    lease_owner: str = ""
-    lease_fence: int = 0
-    lease_expires_ms: int = 0
-    history: dict[str, Claim] = field(default_factory=dict)
+    __slots__ = ("last_claim", "lease_expires_ms", "lease_fence", "lease_owner", "manual_at_ms",
+                 "occurrence", "state")
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        self.occurrence: Optional[_Occurrence] = None
+        self.manual_at_ms: Optional[int] = None
+        self.lease_owner = ""
+        self.lease_fence = self.lease_expires_ms = 0
+        # Only the latest claim can be re-sent (its reply lost), so it is the one kept.
+        self.last_claim: Optional[Claim] = None
 
 
 class MemoryBackend:
@@ -118,20 +131,12 @@ class MemoryBackend:
                 self._removed.discard(definition.name)
                 record = self._records.get(definition.name)
                 if record is None:
-                    record = _Record(
-                        _State(
-                            name=definition.name,
-                            next_run_ms=definition.first_run_ms,
-                            due_ms=None,
-                            paused=definition.start_paused,
-                            fence=0,
-                            description=dict(definition.description),
-                        )
-                    )
+                    record = _Record(_State(definition.name, definition.first_run_ms,
+                                            definition.start_paused, definition.description))
                     self._records[definition.name] = record
                     self._reindex(record)
                 else:
-                    record.state.description = dict(definition.description)
+                    record.state.description = definition.description
                 states.append(self._snapshot(record))
             return states
 
@@ -193,8 +198,8 @@ class MemoryBackend:
                 if record is None:
                     refused.append(self._unknown(request.job_name))
                     continue
-                earlier = record.history.get(request.owner)
-                if earlier is not None:
+                earlier = record.last_claim
+                if earlier is not None and earlier.owner == request.owner:
                     claims.append(earlier)
                     continue
                 claim = self._claim_one(record, request, now, lease_ms, skipped, abandoned)
@@ -281,17 +286,15 @@ class MemoryBackend:
     ) -> Claim:
         fence = max(record.state.fence + 1, now * 1000)
         recoveries = record.occurrence.recoveries if record.occurrence else 0
-        record.occurrence = _Occurrence(
-            scheduled_ms, attempt, request.owner, fence, kind, _RUNNING, now, None, recoveries
-        )
+        record.occurrence = _Occurrence(scheduled_ms, attempt, request.owner, fence, kind, now,
+                                        recoveries)
         record.lease_owner, record.lease_fence = request.owner, fence
         record.lease_expires_ms = now + lease_ms
         record.state.fence = fence
         self._reindex(record)
         claim = Claim(record.state.name, request.owner, fence, scheduled_ms, attempt, kind,
                       now, lease_ms)
-        # Only the latest claim can be re-sent, so keeping one is enough.
-        record.history = {request.owner: claim}
+        record.last_claim = claim
         return claim
 
     # -- leases and outcomes -----------------------------------------------------------------
@@ -438,11 +441,12 @@ class MemoryBackend:
 
     @staticmethod
     def _snapshot(record: _Record) -> JobState:
-        fields = dict(vars(record.state))
+        state = record.state
+        fields = {name: getattr(state, name) for name in _STATE_FIELDS}
         occurrence = record.occurrence
         if occurrence is not None:
             fields.update(occurrence_status=occurrence.status,
                           occurrence_scheduled_ms=occurrence.scheduled_ms,
                           occurrence_attempt=occurrence.attempt)
-        fields["description"] = dict(record.state.description)
+        fields["description"] = dict(state.description)
         return JobState(**fields)
