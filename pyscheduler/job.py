@@ -135,9 +135,13 @@ class Job:
 
     def describe(self) -> dict[str, object]:
         """The job as plain data, stored in the backend so operators can list it."""
+        return dict(self.stored_description())
+
+    def stored_description(self) -> dict[str, object]:
+        """:meth:`describe`, computed once and shared: callers must not mutate it."""
         if self._description is None:  # the fields it shows never change
             self._description = self._describe()
-        return dict(self._description)
+        return self._description
 
     def _describe(self) -> dict[str, object]:
         describe = getattr(self.schedule, "describe", None)

@@ -229,13 +229,14 @@ class Scheduler:
 
         return register
 
-    def _definition(self, job: Job) -> JobDefinition:
-        now = self.clock.now()
+    def _definition(self, job: Job, now: Optional[datetime] = None) -> JobDefinition:
+        now = now or self.clock.now()
         if isinstance(job.schedule, OnceSchedule):
             first: Optional[datetime] = job.schedule.run_at  # a past run time still runs once
         else:
             first = job.schedule.next_after(now)
-        return JobDefinition(job.name, None if first is None else to_ms(first), job.describe(),
+        return JobDefinition(job.name, None if first is None else to_ms(first),
+                             job.stored_description(),
                              start_paused=not job.enabled)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -267,7 +268,8 @@ class Scheduler:
         with self._mutex:
             entries = list(self._entries.values())
             ops, self._pending_ops = self._pending_ops, []
-        states = self.backend.register([self._definition(e.job) for e in entries])
+        now = self.clock.now()
+        states = self.backend.register([self._definition(e.job, now) for e in entries])
         for entry, state in zip(entries, states):
             self._apply_state(entry, state)
         for op, name in ops:

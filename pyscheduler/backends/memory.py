@@ -448,5 +448,4 @@ class MemoryBackend:
             fields.update(occurrence_status=occurrence.status,
                           occurrence_scheduled_ms=occurrence.scheduled_ms,
                           occurrence_attempt=occurrence.attempt)
-        fields["description"] = dict(state.description)
         return JobState(**fields)
