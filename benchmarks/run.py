@@ -260,6 +260,7 @@ def _merge(spec: RunSpec, results: list[Raw]) -> dict[str, object]:
     if "redis_cpu_s" in results[0]:
         fields["redis_cpu_s"] = round(float(results[0]["redis_cpu_s"]), 3)
     fields["version"] = results[0].get("version")
+    fields["settings"] = results[0].get("settings")
     stderr = [str(r["stderr"]) for r in results if r.get("stderr")]
     if stderr:
         fields["stderr"] = stderr

@@ -37,6 +37,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             traceback.print_exc()
             _exit(1)
         result["version"] = adapter.version
+        result["settings"] = adapter.settings
     with open(out_path, "w") as out:
         json.dump(result, out)
     _exit(0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import types
 import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -189,7 +190,10 @@ def _positive_or_none(job: str, what: str, value: Optional[Duration]) -> Optiona
 def _takes_context(job: str, handler: object) -> bool:
     if not callable(handler):
         raise InvalidJobError(f"job {job!r}: handler must be callable, got {handler!r}")
-    # Inspecting a signature costs more than the rest of a Job; many jobs share a handler.
+    # Inspecting a signature costs more than the rest of a Job: plain functions are read
+    # from their code object, and other callables are cached (many jobs share a handler).
+    if isinstance(handler, types.FunctionType):
+        return _function_arity(job, handler)
     try:
         cached = _ARITY.get(handler)
     except TypeError:  # unhashable callable
@@ -202,6 +206,18 @@ def _takes_context(job: str, handler: object) -> bool:
 
 
 _ARITY: weakref.WeakKeyDictionary[object, bool] = weakref.WeakKeyDictionary()
+
+
+def _function_arity(job: str, func: types.FunctionType) -> bool:
+    code = func.__code__
+    positional = code.co_argcount
+    required = positional - len(func.__defaults__ or ())
+    has_varargs = bool(code.co_flags & inspect.CO_VARARGS)
+    kwonly = code.co_varnames[positional:positional + code.co_kwonlyargcount]
+    if any(name not in (func.__kwdefaults__ or {}) for name in kwonly) or required > 1:
+        raise InvalidJobError(
+            f"job {job!r}: handler {func!r} must take one argument (the JobContext) or none")
+    return positional >= 1 or has_varargs
 
 
 def _inspect_arity(job: str, handler: object) -> bool:

@@ -763,6 +763,8 @@ class Scheduler:
 
 def _coalesce(schedule: Schedule, first_ms: int, now_ms: int) -> tuple[int, Optional[int]]:
     """The latest occurrence from ``first_ms`` up to ``now_ms``, and the one after it."""
+    if type(schedule) is OnceSchedule:
+        return first_ms, None
     step = _whole_ms_interval(schedule)
     if step:  # the common case, without datetime arithmetic: this runs per occurrence
         latest = first_ms + (now_ms - first_ms) // step * step

@@ -281,3 +281,19 @@ def test_describe_of_a_custom_schedule_uses_its_repr():
     assert description["retry_policy"] is None
     assert description["timeout"] is None
     assert description["recover"] is False
+
+
+@pytest.mark.parametrize("handler, takes_context", [
+    (lambda ctx=None: None, True),
+    (lambda *args: None, True),
+    (lambda ctx, *, flag=True: None, True),
+])
+def test_plain_function_arities_read_from_code(handler, takes_context):
+    job = Job("arity", IntervalSchedule(1), handler)
+    assert job._takes_context is takes_context
+
+
+@pytest.mark.parametrize("handler", [lambda *, required: None, lambda a, b=1, *, c: None])
+def test_required_keyword_only_arguments_are_rejected(handler):
+    with pytest.raises(InvalidJobError, match="one argument"):
+        Job("arity", IntervalSchedule(1), handler)

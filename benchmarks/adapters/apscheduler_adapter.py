@@ -50,12 +50,18 @@ class APSchedulerAdapter:
             store = RedisJobStore(jobs_key=f"{options.key_prefix}.jobs",
                                   run_times_key=f"{options.key_prefix}.run_times",
                                   host=host, port=port)
+        job_defaults = {"coalesce": True, "misfire_grace_time": None, "max_instances": 1}
         self.scheduler = BackgroundScheduler(
             jobstores={"default": store},
             executors={"default": ThreadPoolExecutor(POOL_SIZE)},
-            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            job_defaults=job_defaults,
             timezone=timezone.utc,
         )
+        self.settings: dict[str, object] = {
+            "scheduler": "BackgroundScheduler", "jobstore": type(store).__name__,
+            "executor": f"ThreadPoolExecutor({POOL_SIZE})", "job_defaults": job_defaults,
+            "logging": "off",
+        }
 
     def add_interval(self, index: int, every: float, first: datetime) -> None:
         trigger = IntervalTrigger(seconds=every, start_date=first, timezone=timezone.utc)

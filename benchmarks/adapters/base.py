@@ -45,6 +45,8 @@ class Adapter(Protocol):
 
     #: the system's version, for the result line.
     version: str
+    #: how the system is configured, for the result line.
+    settings: dict[str, object]
 
     def add_interval(self, index: int, every: float, first: datetime) -> None:
         """Register job ``index``: runs at ``first + k * every`` (``first`` is tz-aware UTC)."""

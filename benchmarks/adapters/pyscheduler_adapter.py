@@ -7,8 +7,8 @@ scheduling it.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
+from typing import Callable
 
 import pyscheduler
 from pyscheduler import (
@@ -31,7 +31,7 @@ STOP_TIMEOUT_SECONDS = 2.0
 
 
 def scheduler_config() -> SchedulerConfig:
-    """The configuration every pyscheduler run uses (also written to the result line)."""
+    """The configuration every pyscheduler run uses."""
     return SchedulerConfig(max_concurrent=POOL_SIZE)
 
 
@@ -42,19 +42,32 @@ class PySchedulerAdapter:
         self.version = pyscheduler.__version__
         self._fire = fire
         backend = _redis_backend(options) if redis else None
+        config = scheduler_config()
         self.scheduler = Scheduler(backend, logger=NoOpLogger(), metrics=NoOpMetrics(),
-                                   config=scheduler_config())
+                                   config=config)
+        self.settings: dict[str, object] = {
+            "backend": type(self.scheduler.backend).__name__,
+            "logger": "NoOpLogger",
+            **{name: getattr(config, name) for name in (
+                "tick_interval", "max_concurrent", "lock_ttl", "lock_refresh_interval")},
+        }
 
     def add_interval(self, index: int, every: float, first: datetime) -> None:
         self.scheduler.register(Job(job_name(index), IntervalSchedule(every, start_at=first),
-                                    functools.partial(self._handler, index)))
+                                    self._handler(index)))
 
     def add_once(self, index: int, run_at: datetime) -> None:
-        self.scheduler.register(Job(job_name(index), OnceSchedule(run_at),
-                                    functools.partial(self._handler, index)))
+        self.scheduler.register(Job(job_name(index), OnceSchedule(run_at), self._handler(index)))
 
-    def _handler(self, index: int, ctx: JobContext) -> None:
-        self._fire(index, ctx.scheduled_at.timestamp())
+    def _handler(self, index: int) -> Callable[[JobContext], None]:
+        # A closure, not functools.partial: Job() inspects each handler's signature, which
+        # costs several times more for a partial (100,000 jobs: 7 s instead of 3 s).
+        fire = self._fire
+
+        def handler(ctx: JobContext) -> None:
+            fire(index, ctx.scheduled_at.timestamp())
+
+        return handler
 
     def start(self) -> None:
         self.scheduler.start()

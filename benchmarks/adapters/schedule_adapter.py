@@ -33,6 +33,10 @@ class ScheduleAdapter:
         self._pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="schedule-pool")
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self.settings: dict[str, object] = {
+            "loop": "run_pending(), then wait idle_seconds",
+            "pool": f"concurrent.futures.ThreadPoolExecutor({POOL_SIZE})",
+        }
 
     def add_interval(self, index: int, every: float, first: datetime) -> None:
         # every() is annotated int, but a float interval works (timedelta(seconds=...)).

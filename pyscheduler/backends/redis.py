@@ -73,6 +73,9 @@ __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("pyscheduler.redis")
 
+#: Jobs per register script call.
+_REGISTER_CHUNK = 500
+
 _T = TypeVar("_T")
 _Arg = Union[str, int]  # a script argument
 
@@ -208,8 +211,14 @@ class RedisBackend:
     # -- registration and management ---------------------------------------------------------
 
     def register(self, definitions: Sequence[JobDefinition]) -> list[JobState]:
-        if not definitions:
-            return []
+        # In chunks: one script over 100,000 jobs would block Redis for seconds and outlast
+        # the client's socket timeout.
+        states: list[JobState] = []
+        for start in range(0, len(definitions), _REGISTER_CHUNK):
+            states += self._register(definitions[start:start + _REGISTER_CHUNK])
+        return states
+
+    def _register(self, definitions: Sequence[JobDefinition]) -> list[JobState]:
         args: list[_Arg] = []
         for definition in definitions:
             description = json.dumps(definition.description, sort_keys=True, default=str)
