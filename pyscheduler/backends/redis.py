@@ -365,16 +365,26 @@ def _parse_reply(address: str, build: Callable[[], _T]) -> _T:
         raise BackendError(f"unexpected reply from Redis at {address}: {exc!r}") from exc
 
 
+#: The fields of a state reply, in the order of ``STATE_FIELDS`` in ``common.lua``; the
+#: description (``def``) follows where the script was asked for it.
+_STATE_FIELDS = ("v", "next_run", "due", "paused", "fence", "run_count", "failure_count",
+                 "consecutive_failures", "last_run", "last_success", "last_error",
+                 "last_duration", "status", "scheduled", "attempt", "last_failed")
+
+
 def _parse_state(name: str, raw: list[Any]) -> JobState:
-    """A :class:`JobState` from a job hash's HGETALL pairs.
+    """A :class:`JobState` from a state reply (an empty description when it has none).
 
     :raises CorruptStateError: a field is missing or not of our form.
     """
     try:
-        fields = {_strict_text(k): _strict_text(v) for k, v in zip(raw[::2], raw[1::2])}
-        if fields.get("v") != "1":
+        names = _STATE_FIELDS + ("def",) if len(raw) > len(_STATE_FIELDS) else _STATE_FIELDS
+        if len(raw) != len(names) or any(value is None for value in raw):
+            raise ValueError("a field is missing")
+        fields = {key: _strict_text(value) for key, value in zip(names, raw)}
+        if fields["v"] != "1":
             raise ValueError("unknown layout version")
-        description = json.loads(fields["def"])
+        description = json.loads(fields.get("def", "{}"))
         if not isinstance(description, dict):
             raise ValueError("the description is not a JSON object")
         in_flight = fields["status"] != ""

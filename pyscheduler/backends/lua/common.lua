@@ -24,6 +24,19 @@ local REQUIRED = {
 local STATUSES = {[''] = true, running = true, retry_wait = true, interrupted = true}
 local KINDS = {[''] = true, regular = true, retry = true, recovery = true, manual = true}
 
+-- The fields of a state reply, in the order RedisBackend reads them (_STATE_FIELDS); HMGET of
+-- these rather than HGETALL keeps replies small: parsing them is the client's main cost.
+local STATE_FIELDS = {
+  'v', 'next_run', 'due', 'paused', 'fence', 'run_count', 'failure_count',
+  'consecutive_failures', 'last_run', 'last_success', 'last_error', 'last_duration', 'status',
+  'scheduled', 'attempt', 'last_failed'}
+
+local function state_reply(key, with_description)
+  local values = redis.call('HMGET', key, unpack(STATE_FIELDS))
+  if with_description then values[#values + 1] = redis.call('HGET', key, 'def') end
+  return values
+end
+
 local function fmt(value)
   if value == nil then return '' end
   return string.format('%d', value)

@@ -2,7 +2,8 @@
 -- KEYS: common layout, one (job, lease) pair per outcome
 -- ARGV: per outcome 7 values: name, owner, fence, succeeded (0/1), error, duration (seconds,
 --       a decimal string), retry_delay_ms ('' = settle the occurrence)
--- Returns {states, corrupt}: states[i] is the new job hash as HGETALL pairs, or 0 if the
+-- Returns {states, corrupt}: states[i] is the job's new state (state_reply, without its
+-- description), or 0 if the
 -- outcome is stale (then nothing was written).
 local now_ms = server_now()
 local states = {}
@@ -25,7 +26,7 @@ for i = 1, #ARGV / 7 do
       end
     end
     store(job)
-    states[i] = redis.call('HGETALL', job.key)
+    states[i] = state_reply(job.key, false)
   else
     states[i] = 0
   end

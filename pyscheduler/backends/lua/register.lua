@@ -2,7 +2,7 @@
 -- KEYS: common layout, one (job, lease) pair per definition
 -- ARGV: per definition 4 values: name, first_run_ms ('' = none), start_paused (0/1),
 --       description (a JSON object)
--- Returns {states, corrupt}: states[i] is the job hash as HGETALL pairs.
+-- Returns {states, corrupt}: states[i] is the job's state_reply.
 local states = {}
 for i = 1, #ARGV / 4 do
   local a = 4 * (i - 1)
@@ -22,6 +22,6 @@ for i = 1, #ARGV / 4 do
   end
   redis.call('SADD', JOBS, name)
   store(job)
-  states[i] = redis.call('HGETALL', key)
+  states[i] = state_reply(key, true)
 end
 return {states, corrupt}
