@@ -43,6 +43,7 @@ from .context import JobContext
 from .errors import (
     ConfigError,
     DuplicateJobError,
+    InvalidJobError,
     JobNotFoundError,
     SchedulerStateError,
 )
@@ -64,6 +65,9 @@ __all__ = ["Scheduler", "ShutdownReport"]
 F = TypeVar("F", bound=Callable[..., object])
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+
+#: Keyword options the decorators pass on to :class:`Job`.
+_JOB_OPTIONS = frozenset({"timeout", "retry_policy", "misfire_grace_time", "enabled", "recover"})
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,7 @@ class Scheduler:
         :raises DuplicateJobError: this scheduler already has a job of that name.
         """
         if not isinstance(job, Job):
-            raise TypeError(f"register() takes a Job, not {job!r}")
+            raise InvalidJobError(f"register() takes a Job, not {job!r}")
         with self._mutex:
             if self._state == _STOPPED:
                 raise SchedulerStateError("the scheduler was stopped; create a new one")
@@ -222,6 +226,10 @@ class Scheduler:
 
     def _decorator(self, schedule: Schedule, name: Optional[str],
                    options: dict[str, object]) -> Callable[[F], F]:
+        unknown = sorted(set(options) - _JOB_OPTIONS)
+        if unknown:
+            raise InvalidJobError(f"unknown job option(s) {unknown}; known: {sorted(_JOB_OPTIONS)}")
+
         def register(func: F) -> F:
             job_name = name or f"{func.__module__}.{func.__qualname__}"
             self.register(Job(job_name, schedule, func, **options))  # type: ignore[arg-type]

@@ -57,3 +57,11 @@ def test_demo_command_runs_and_exits_by_itself():
     assert "job started" in result.stdout and "job succeeded" in result.stdout
     assert "heartbeat" in result.stdout
     assert "job failed; will retry" in result.stdout
+
+
+@pytest.mark.parametrize("path", ["README.rst", "benchmarks/README.rst"])
+def test_rst_renders_without_warnings(path):
+    docutils_core = pytest.importorskip("docutils.core")
+    text = (README.parent / path).read_text(encoding="utf-8")
+    docutils_core.publish_string(text, writer="null",
+                                 settings_overrides={"report_level": 2, "halt_level": 2})

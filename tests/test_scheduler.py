@@ -664,3 +664,13 @@ def test_nothing_starts_before_start():
     scheduler.start()
     assert threading.active_count() > before
     scheduler.stop()
+
+
+def test_bad_registrations_raise_our_errors(clock):
+    from pyscheduler import InvalidJobError
+
+    scheduler = stepped(clock)
+    with pytest.raises(InvalidJobError, match="takes a Job"):
+        scheduler.register("not a job")
+    with pytest.raises(InvalidJobError, match="timout"):
+        scheduler.every(5, timout=3)
