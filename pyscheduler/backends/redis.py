@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from functools import cache, partial
 from importlib import resources
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union, cast
@@ -227,12 +228,13 @@ class RedisBackend:
         names = [definition.name for definition in definitions]
         raws = self._call("register", names, args)
         states = []
-        for name, raw in zip(names, raws):
-            state = self._state(name, raw)
+        for definition, raw in zip(definitions, raws):
+            state = self._state(definition.name, raw)
             if state is None:  # reset: it was written by another version of us
-                raise BackendError(f"Redis at {self._address} stored job {name!r} in a form "
-                                   "this version cannot read")
-            states.append(state)
+                raise BackendError(f"Redis at {self._address} stored job {definition.name!r} "
+                                   "in a form this version cannot read")
+            # The reply leaves out the description: it is the one just sent.
+            states.append(replace(state, description=definition.description))
         return states
 
     def pause(self, name: str) -> Optional[DueEntry]:
@@ -379,9 +381,12 @@ def _parse_state(name: str, raw: list[Any]) -> JobState:
     """
     try:
         names = _STATE_FIELDS + ("def",) if len(raw) > len(_STATE_FIELDS) else _STATE_FIELDS
-        if len(raw) != len(names) or any(value is None for value in raw):
-            raise ValueError("a field is missing")
-        fields = {key: _strict_text(value) for key, value in zip(names, raw)}
+        # This runs for every job a reply names: decode in one pass (a UnicodeDecodeError is
+        # a ValueError, so invalid text counts as corrupt like a missing field does).
+        values = [value.decode("utf-8") if type(value) is bytes else value for value in raw]
+        if len(values) != len(names) or not all(type(value) is str for value in values):
+            raise ValueError("a field is missing or not text")
+        fields = dict(zip(names, values))
         if fields["v"] != "1":
             raise ValueError("unknown layout version")
         description = json.loads(fields.get("def", "{}"))

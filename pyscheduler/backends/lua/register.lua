@@ -2,7 +2,8 @@
 -- KEYS: common layout, one (job, lease) pair per definition
 -- ARGV: per definition 4 values: name, first_run_ms ('' = none), start_paused (0/1),
 --       description (a JSON object)
--- Returns {states, corrupt}: states[i] is the job's state_reply.
+-- Returns {states, corrupt}: states[i] is the job's state_reply (without
+-- its description, which the caller just sent).
 local states = {}
 for i = 1, #ARGV / 4 do
   local a = 4 * (i - 1)
@@ -22,6 +23,6 @@ for i = 1, #ARGV / 4 do
   end
   redis.call('SADD', JOBS, name)
   store(job)
-  states[i] = state_reply(key, true)
+  states[i] = state_reply(key, false)
 end
 return {states, corrupt}
