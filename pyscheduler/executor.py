@@ -72,6 +72,9 @@ class DefaultJobExecutor:
         self._mutex = threading.Lock()
         # Runs submitted whose result has not been handed to on_done yet.
         self._in_flight = 0
+        # Runs with a timeout among them: most jobs have none, and then the per-tick scans
+        # for overdue runs are skipped.
+        self._timed = 0
         self._idle = threading.Condition(self._mutex)
         self._on_done: Optional[DoneCallback] = None
 
@@ -104,12 +107,14 @@ class DefaultJobExecutor:
         with self._mutex:
             self._running[run.claim.owner] = run
             self._in_flight += 1
+            self._timed += run.deadline is not None
         try:
             self._pool.submit(self._run, run)
         except BaseException:
             with self._mutex:
                 self._running.pop(run.claim.owner, None)
                 self._in_flight -= 1
+                self._timed -= run.deadline is not None
                 self._idle.notify_all()
             raise
 
@@ -124,6 +129,8 @@ class DefaultJobExecutor:
 
         :returns: the runs that timed out just now.
         """
+        if not self._timed:
+            return []
         with self._mutex:
             overdue = [run for run in self._running.values()
                        if not run.settled and run.deadline is not None and run.deadline <= now]
@@ -136,6 +143,8 @@ class DefaultJobExecutor:
 
     def next_deadline(self) -> Optional[float]:
         """The earliest timeout among unsettled runs, on the monotonic clock."""
+        if not self._timed:
+            return None
         with self._mutex:
             deadlines = [run.deadline for run in self._running.values()
                          if not run.settled and run.deadline is not None]
@@ -162,6 +171,7 @@ class DefaultJobExecutor:
         duration = self._clock.monotonic() - run.started
         with self._mutex:
             self._running.pop(run.claim.owner, None)
+            self._timed -= run.deadline is not None
         try:
             if self._on_done is not None:
                 self._on_done(run, error, duration)

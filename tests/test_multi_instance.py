@@ -250,12 +250,12 @@ def test_sigterm_hands_the_running_occurrence_over_at_once(group):
                                   "the recovery")
     assert recovered["pid"] != holder.pid
     assert recovered["scheduled_ms"] == start["scheduled_ms"]
-    assert recovered["t"] - terminated_at < 5
+    assert recovered["t"] - terminated_at < 8  # a lease expiry would take 10 s
     # and the next occurrence runs on time
     next_ms = start["scheduled_ms"] + round(every * 1000)
     (following,) = group.wait_for(lambda e: e["event"] == "start"
                                   and e["scheduled_ms"] == next_ms, "the next occurrence")
-    assert following["t"] * 1000 - next_ms < 1500
+    assert following["t"] * 1000 - next_ms < 3000  # on time, give or take a loaded machine
 
 
 @pytest.mark.parametrize("grace", [None, 0.05])
