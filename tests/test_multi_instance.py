@@ -51,6 +51,15 @@ class Group:
                       f"process {process.pid} ready")
         return process
 
+    def first_start_on_two(self, *args: Any) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
+        """Spawn two processes with ``args`` and wait for the first start of any job.
+
+        :returns: that start, and the process that holds it.
+        """
+        first, second = self.spawn(*args), self.spawn(*args)
+        (start,) = self.wait_for(lambda e: e["event"] == "start", "the first start")
+        return start, first if start["pid"] == first.pid else second
+
     def events(self) -> list[dict[str, Any]]:
         lines = self.history_path.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.endswith("}")]
@@ -143,11 +152,9 @@ def test_kill_9_of_the_holder_is_recovered_as_attempt_2_after_the_lease(group):
     long_at = time.time() + 1.0
     args = ("--long-job", "long", "--long-at", long_at, "--long-seconds", 60,
             "--lock-ttl", 2, "--refresh", 0.5)
-    first, second = group.spawn(*args), group.spawn(*args)
+    start, holder = group.first_start_on_two(*args)
 
     # When the process running it is killed with SIGKILL
-    (start,) = group.wait_for(lambda e: e["event"] == "start", "the long job's start")
-    holder = first if start["pid"] == first.pid else second
     holder.kill()
     holder.wait(BOUND)
 
@@ -166,9 +173,7 @@ def test_sigstop_past_the_lease_means_takeover_and_a_rejected_stale_finish(group
     long_at = time.time() + 1.0
     args = ("--long-job", "long", "--long-at", long_at, "--long-seconds", 8,
             "--lock-ttl", 2, "--refresh", 0.5)
-    first, second = group.spawn(*args), group.spawn(*args)
-    (start,) = group.wait_for(lambda e: e["event"] == "start", "the long job's start")
-    holder = first if start["pid"] == first.pid else second
+    start, holder = group.first_start_on_two(*args)
 
     # When the holder is frozen for twice the lease, then thawed
     holder.send_signal(signal.SIGSTOP)
@@ -192,9 +197,7 @@ def test_sigstop_shorter_than_the_refresh_margin_changes_nothing(group):
     long_at = time.time() + 1.0
     args = ("--long-job", "long", "--long-at", long_at, "--long-seconds", 2.5,
             "--lock-ttl", 3, "--refresh", 0.5)
-    first, second = group.spawn(*args), group.spawn(*args)
-    (start,) = group.wait_for(lambda e: e["event"] == "start", "the long job's start")
-    holder = first if start["pid"] == first.pid else second
+    start, holder = group.first_start_on_two(*args)
 
     holder.send_signal(signal.SIGSTOP)
     time.sleep(0.8)  # the injected fault: a pause well inside the lease
@@ -237,9 +240,7 @@ def test_sigterm_hands_the_running_occurrence_over_at_once(group):
     long_at = aligned(every, lead=1.0)
     args = ("--long-job", "long", "--long-at", long_at, "--long-every", every,
             "--long-seconds", 2.5, "--lock-ttl", 10, "--refresh", 2, "--stop-timeout", 0.3)
-    first, second = group.spawn(*args), group.spawn(*args)
-    (start,) = group.wait_for(lambda e: e["event"] == "start", "the first run")
-    holder = first if start["pid"] == first.pid else second
+    start, holder = group.first_start_on_two(*args)
 
     # When the holder gets SIGTERM mid-run
     terminated_at = time.time()
