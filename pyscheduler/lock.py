@@ -125,11 +125,6 @@ class DistributedLock:
                 self._held.pop(lease.owner, None)
         self.backend.interrupt(leases)
 
-    def forget(self, lease: Lease) -> None:
-        """Stop refreshing ``lease`` without telling the backend (it will expire)."""
-        with self._mutex:
-            self._held.pop(lease.owner, None)
-
     # -- refreshing --------------------------------------------------------------------------
 
     def configure(self, lock_ttl: float, refresh_interval: float, clock: Clock) -> None:

@@ -33,7 +33,6 @@ from .backends.base import (
     DueEntry,
     JobDefinition,
     JobState,
-    Lease,
     Outcome,
 )
 from .backends.memory import MemoryBackend
@@ -487,7 +486,7 @@ class Scheduler:
             self._restore(requests)
             raise
         self._offset_ms = batch.now_ms - int(self.clock.time() * 1000)
-        self._apply_batch(batch, requests, sent)
+        self._apply_batch(batch, sent)
 
     def _restore(self, requests: list[ClaimRequest]) -> None:
         """Put requests whose claim failed back in the local index, to be asked again."""
@@ -529,7 +528,7 @@ class Scheduler:
             max_recoveries=job.max_recoveries,
         )
 
-    def _apply_batch(self, batch: ClaimBatch, requests: list[ClaimRequest], sent: float) -> None:
+    def _apply_batch(self, batch: ClaimBatch, sent: float) -> None:
         for claim in batch.claims:
             self._start_claim(claim, sent)
         claimed = {claim.job_name for claim in batch.claims}
@@ -550,8 +549,7 @@ class Scheduler:
     def _start_claim(self, claim: Claim, sent: float) -> None:
         with self._mutex:
             entry = self._entries.get(claim.job_name)
-        if entry is None:  # removed while claiming: its lease just runs out
-            self.lock.forget(Lease(claim.job_name, claim.owner, claim.fence))
+        if entry is None:  # removed here while claiming: the backend dropped it too
             return
         job = entry.job
         deadline = None if job.timeout is None else self.clock.monotonic() + job.timeout
