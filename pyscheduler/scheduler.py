@@ -20,6 +20,7 @@ import socket
 import threading
 import traceback
 import uuid
+import weakref
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable, Optional, TypeVar
@@ -268,6 +269,7 @@ class Scheduler:
         except BaseException:
             self._state = _NEW
             raise
+        _STARTED.add(self)
         self._hooks.log("info", "scheduler started", instance=self.instance_id,
                         jobs=len(self._entries))
 
@@ -294,6 +296,14 @@ class Scheduler:
         self._tick_thread = threading.Thread(target=self._tick_loop, name="pyscheduler-tick",
                                              daemon=True)
         self._tick_thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # A forked child has none of the parent's threads, and the leases are the parent's:
+        # this copy must neither wait for runs it does not have nor hand back or refresh
+        # leases it does not own. It becomes a stopped scheduler; create a new one (after the
+        # fork, as the README's gunicorn section says) to run jobs in the child.
+        self._state = _STOPPED
+        self._stopping = True
 
     def refresh_leases(self) -> float:
         """One step of the lease refresher (what its thread does): extend the leases of
@@ -788,3 +798,17 @@ def _whole_ms_interval(schedule: Schedule) -> int:
     if micros % 1000 or (start is not None and start.microsecond % 1000):
         return 0
     return micros // 1000
+
+
+#: Started schedulers, so that a forked child can disarm its copies of them.
+_STARTED: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+def _disarm_after_fork() -> None:
+    for scheduler in list(_STARTED):
+        scheduler._after_fork_in_child()
+    _STARTED.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_disarm_after_fork)

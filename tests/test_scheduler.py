@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from datetime import timedelta
 
@@ -674,3 +676,41 @@ def test_bad_registrations_raise_our_errors(clock):
         scheduler.register("not a job")
     with pytest.raises(InvalidJobError, match="timout"):
         scheduler.every(5, timout=3)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads running
+def test_a_forked_child_holds_a_stopped_copy_that_neither_waits_nor_hands_back(clock):
+    # Given a started scheduler with a run in flight that ignores cancellation
+    release = threading.Event()
+    recorder = Recorder(lambda ctx: release.wait(WAIT))
+    backend = MemoryBackend(clock)
+    scheduler = stepped(clock, backend)
+    scheduler.register(Job("j", IntervalSchedule(10), recorder))
+    scheduler.start(background=False)
+    clock.advance(10)
+    scheduler.run_pending()
+    assert recorder.started.wait(WAIT)
+
+    # When the process forks, and the child stops its copy without a deadline
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what stop() returned, then leave at once
+        try:
+            signal.alarm(int(WAIT))  # a hang kills the child, which fails the test
+            report = scheduler.stop()
+            os.write(write, repr(report.still_running).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read, 1000).decode()
+    os.close(read)
+
+    # Then the child's stop() returned at once, with nothing to hand back
+    assert status == 0 and answer == "[]"
+    # and the parent's run is untouched
+    release.set()
+    assert scheduler.wait_idle(WAIT)
+    assert scheduler.get_job("j").metadata.run_count == 1
+    scheduler.stop()

@@ -251,7 +251,8 @@ class Backend(Protocol):
 
         A stale outcome (the occurrence was taken over, or the job removed) changes nothing.
 
-        :returns: per outcome, the job's new state if accepted, ``None`` if stale.
+        :returns: per outcome, the job's new state if accepted (its ``description`` may be
+            left empty: finishing never changes it), ``None`` if stale.
         """
 
     def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
