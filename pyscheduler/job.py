@@ -214,7 +214,8 @@ def _function_arity(job: str, func: types.FunctionType) -> bool:
     required = positional - len(func.__defaults__ or ())
     has_varargs = bool(code.co_flags & inspect.CO_VARARGS)
     kwonly = code.co_varnames[positional:positional + code.co_kwonlyargcount]
-    if any(name not in (func.__kwdefaults__ or {}) for name in kwonly) or required > 1:
+    if required > 1 or (kwonly and any(name not in (func.__kwdefaults__ or {})
+                                       for name in kwonly)):
         raise InvalidJobError(
             f"job {job!r}: handler {func!r} must take one argument (the JobContext) or none")
     return positional >= 1 or has_varargs

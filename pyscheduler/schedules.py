@@ -70,6 +70,8 @@ def _utc(value: object, what: str) -> datetime:
     """``to_utc`` that reports every bad input as :class:`InvalidScheduleError`."""
     if not isinstance(value, datetime):
         raise InvalidScheduleError(f"{what} must be a datetime, not {value!r}")
+    if value.tzinfo is timezone.utc and type(value) is datetime:
+        return value  # already what we want: the common case, kept cheap
     try:
         return to_utc(value, what)
     except (OverflowError, ValueError, OSError) as exc:
