@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from functools import cache, partial
 from importlib import resources
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union, cast
@@ -229,12 +228,12 @@ class RedisBackend:
         raws = self._call("register", names, args)
         states = []
         for definition, raw in zip(definitions, raws):
-            state = self._state(definition.name, raw)
+            # The reply leaves out the description: it is the one just sent.
+            state = self._state(definition.name, raw, definition.description)
             if state is None:  # reset: it was written by another version of us
                 raise BackendError(f"Redis at {self._address} stored job {definition.name!r} "
                                    "in a form this version cannot read")
-            # The reply leaves out the description: it is the one just sent.
-            states.append(replace(state, description=definition.description))
+            states.append(state)
         return states
 
     def pause(self, name: str) -> Optional[DueEntry]:
@@ -332,11 +331,12 @@ class RedisBackend:
                          _text(name), self._address, _text(why))
         return payload
 
-    def _state(self, name: str, raw: object) -> Optional[JobState]:
+    def _state(self, name: str, raw: object,
+               description: Optional[dict[str, object]] = None) -> Optional[JobState]:
         if not isinstance(raw, list):
             return None
         try:
-            return _parse_state(name, raw)
+            return _parse_state(name, raw, description)
         except CorruptStateError as exc:
             self._call("reset", [name], [name, str(exc)])
             return None
@@ -374,8 +374,10 @@ _STATE_FIELDS = ("v", "next_run", "due", "paused", "fence", "run_count", "failur
                  "last_duration", "status", "scheduled", "attempt", "last_failed")
 
 
-def _parse_state(name: str, raw: list[Any]) -> JobState:
-    """A :class:`JobState` from a state reply (an empty description when it has none).
+def _parse_state(name: str, raw: list[Any],
+                 description: Optional[dict[str, object]] = None) -> JobState:
+    """A :class:`JobState` from a state reply; ``description`` is used when the reply has
+    none (else an empty one).
 
     :raises CorruptStateError: a field is missing or not of our form.
     """
@@ -389,9 +391,12 @@ def _parse_state(name: str, raw: list[Any]) -> JobState:
         fields = dict(zip(names, values))
         if fields["v"] != "1":
             raise ValueError("unknown layout version")
-        description = json.loads(fields.get("def", "{}"))
-        if not isinstance(description, dict):
-            raise ValueError("the description is not a JSON object")
+        if "def" in fields:
+            description = json.loads(fields["def"])
+            if not isinstance(description, dict):
+                raise ValueError("the description is not a JSON object")
+        elif description is None:
+            description = {}
         in_flight = fields["status"] != ""
         duration = fields["last_duration"]
         return JobState(

@@ -163,18 +163,32 @@ local function store(job)
   else
     redis.call('ZADD', DUE, fmt(job.due), job.name)
   end
-  redis.call('HSET', job.key, 'v', '1', 'def', job.def,
-    'next_run', fmt(job.next_run), 'paused', job.paused and '1' or '0',
-    'fence', fmt(job.fence), 'manual_at', fmt(job.manual_at), 'due', fmt(job.due),
-    'run_count', fmt(job.run_count), 'failure_count', fmt(job.failure_count),
-    'consecutive_failures', fmt(job.consecutive_failures),
-    'last_run', fmt(job.last_run), 'last_success', fmt(job.last_success),
-    'last_error', job.last_error, 'last_duration', job.last_duration,
-    'last_failed', job.last_failed and '1' or '0',
-    'owner', job.owner, 'scheduled', fmt(job.scheduled), 'attempt', fmt(job.attempt),
-    'kind', job.kind, 'claimed_at', fmt(job.claimed_at), 'lease_ms', fmt(job.lease_ms),
-    'status', job.status, 'retry_at', fmt(job.retry_at), 'recoveries', fmt(job.recoveries),
-    'lease_until', fmt(job.lease_until))
+  local fields = {
+    v = '1', def = job.def, next_run = fmt(job.next_run),
+    paused = job.paused and '1' or '0', fence = fmt(job.fence),
+    manual_at = fmt(job.manual_at), due = fmt(job.due), run_count = fmt(job.run_count),
+    failure_count = fmt(job.failure_count),
+    consecutive_failures = fmt(job.consecutive_failures), last_run = fmt(job.last_run),
+    last_success = fmt(job.last_success), last_error = job.last_error,
+    last_duration = job.last_duration, last_failed = job.last_failed and '1' or '0',
+    owner = job.owner, scheduled = fmt(job.scheduled), attempt = fmt(job.attempt),
+    kind = job.kind, claimed_at = fmt(job.claimed_at), lease_ms = fmt(job.lease_ms),
+    status = job.status, retry_at = fmt(job.retry_at), recoveries = fmt(job.recoveries),
+    lease_until = fmt(job.lease_until)}
+  local args = {}
+  for name, value in pairs(fields) do
+    args[#args + 1] = name
+    args[#args + 1] = value
+  end
+  redis.call('HSET', job.key, unpack(args))
+  job.stored = fields
+end
+
+-- The state reply of a job just stored, from what store() wrote (no second read).
+local function stored_reply(job)
+  local values = {}
+  for i, name in ipairs(STATE_FIELDS) do values[i] = job.stored[name] end
+  return values
 end
 
 local function entry(job)

@@ -26,7 +26,7 @@ for i = 1, #ARGV / 7 do
       end
     end
     store(job)
-    states[i] = state_reply(job.key, false)
+    states[i] = stored_reply(job)
   else
     states[i] = 0
   end

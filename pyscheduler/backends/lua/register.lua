@@ -23,6 +23,6 @@ for i = 1, #ARGV / 4 do
   end
   redis.call('SADD', JOBS, name)
   store(job)
-  states[i] = state_reply(key, false)
+  states[i] = stored_reply(job)
 end
 return {states, corrupt}
