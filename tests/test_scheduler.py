@@ -659,12 +659,14 @@ def test_context_manager_starts_and_stops():
 def test_nothing_starts_before_start():
     from pyscheduler import Scheduler
 
-    before = threading.active_count()
+    # Threads left by earlier tests may end meanwhile: compare the new threads, not counts.
+    before = set(threading.enumerate())
     scheduler = Scheduler()
     scheduler.register(Job("j", IntervalSchedule(1), lambda: None))
-    assert threading.active_count() == before
+    assert set(threading.enumerate()) - before == set()
     scheduler.start()
-    assert threading.active_count() > before
+    started = {thread.name for thread in set(threading.enumerate()) - before}
+    assert {"pyscheduler-tick", "pyscheduler-refresher"} <= started
     scheduler.stop()
 
 
