@@ -38,6 +38,7 @@ class Run:
     deadline: Optional[float]
     started: float = 0.0
     settled: bool = False
+    returned: bool = False  # the handler returned; its result is being recorded
     done: threading.Event = field(default_factory=threading.Event)
     #: the lease this run holds
     lease: Lease = field(init=False)
@@ -69,6 +70,7 @@ class DefaultJobExecutor:
         self._pool: Optional[ThreadPoolExecutor] = None
         self._capacity = 0
         self._running: dict[str, Run] = {}  # by claim owner token
+        self._unfinished: dict[str, Run] = {}  # ... and those whose result is still being recorded
         self._mutex = threading.Lock()
         # Runs submitted whose result has not been handed to on_done yet.
         self._in_flight = 0
@@ -77,12 +79,16 @@ class DefaultJobExecutor:
         self._timed = 0
         self._idle = threading.Condition(self._mutex)
         self._on_done: Optional[DoneCallback] = None
+        self._on_free: Callable[[], object] = lambda: None
 
-    def start(self, max_concurrent: int, on_done: DoneCallback, clock: Clock) -> None:
-        """Create the pool; ``on_done`` receives every handler's result."""
+    def start(self, max_concurrent: int, on_done: DoneCallback, clock: Clock,
+              on_free: Callable[[], object] = lambda: None) -> None:
+        """Create the pool; ``on_done`` receives every handler's result, and ``on_free`` is
+        called once its worker is free again."""
         self._clock = clock
         self._capacity = max_concurrent
         self._on_done = on_done
+        self._on_free = on_free
         self._pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="pyscheduler-worker")
 
     def shutdown(self) -> None:
@@ -100,12 +106,18 @@ class DefaultJobExecutor:
         with self._mutex:
             return list(self._running.values())
 
+    def unfinished(self) -> list[Run]:
+        """The runs not done yet: handlers still running, or their results being recorded."""
+        with self._mutex:
+            return list(self._unfinished.values())
+
     def submit(self, run: Run) -> None:
         """Start ``run`` on a free worker."""
         assert self._pool is not None, "start() the executor first"
         run.started = self._clock.monotonic()
         with self._mutex:
             self._running[run.claim.owner] = run
+            self._unfinished[run.claim.owner] = run
             self._in_flight += 1
             self._timed += run.deadline is not None
         try:
@@ -113,6 +125,7 @@ class DefaultJobExecutor:
         except BaseException:
             with self._mutex:
                 self._running.pop(run.claim.owner, None)
+                self._unfinished.pop(run.claim.owner, None)
                 self._in_flight -= 1
                 self._timed -= run.deadline is not None
                 self._idle.notify_all()
@@ -133,7 +146,8 @@ class DefaultJobExecutor:
             return []
         with self._mutex:
             overdue = [run for run in self._running.values()
-                       if not run.settled and run.deadline is not None and run.deadline <= now]
+                       if not run.settled and not run.returned and run.deadline is not None
+                       and run.deadline <= now]
             for run in overdue:
                 run.settled = True
         for run in overdue:
@@ -147,7 +161,7 @@ class DefaultJobExecutor:
             return None
         with self._mutex:
             deadlines = [run.deadline for run in self._running.values()
-                         if not run.settled and run.deadline is not None]
+                         if not run.settled and not run.returned and run.deadline is not None]
         return min(deadlines, default=None)
 
     def execute(self, job: Job, ctx: JobContext) -> Optional[BaseException]:
@@ -170,8 +184,12 @@ class DefaultJobExecutor:
         error = self.execute(run.job, run.context)
         duration = self._clock.monotonic() - run.started
         with self._mutex:
+            run.returned = True
+            # The slot is free once the handler returned: recording the result is quick, and
+            # a run submitted meanwhile waits in the pool only that long.
             self._running.pop(run.claim.owner, None)
             self._timed -= run.deadline is not None
+        self._on_free()
         try:
             if self._on_done is not None:
                 self._on_done(run, error, duration)
@@ -180,10 +198,11 @@ class DefaultJobExecutor:
                             "retries it", job=run.job.name,
                             traceback=traceback.format_exc())
         finally:
-            run.done.set()
             with self._mutex:
+                self._unfinished.pop(run.claim.owner, None)
                 self._in_flight -= 1
                 self._idle.notify_all()
+            run.done.set()
 
 
 def describe_error(error: BaseException) -> str:

@@ -289,7 +289,8 @@ class Scheduler:
         # child (gunicorn --preload) can re-create them.
         cfg = self.config
         self.lock.configure(cfg.lock_ttl_seconds, cfg.refresh_seconds, self.clock)
-        self.executor.start(cfg.max_concurrent, self._on_run_done, self.clock)
+        self.executor.start(cfg.max_concurrent, self._on_run_done, self.clock,
+                            on_free=self._wake.set)
         if not background:
             return
         self.lock.start_refresher()
@@ -341,11 +342,13 @@ class Scheduler:
         for run in stuck:
             run.settled = True  # whatever it returns now, its occurrence is handed back
             run.context.token.cancel("scheduler shutting down")
-        self._flush_outcomes()
+        # The backend may be down: shutting down must still finish, and what cannot be
+        # recorded now is recovered by another instance when its leases expire.
+        self._best_effort("record the last outcomes", self._flush_outcomes)
         self._hand_back(handed_back)
         self.lock.stop_refresher()
         self.executor.shutdown()
-        self.backend.close()
+        self._best_effort("close the backend", self.backend.close)
         with self._mutex:
             self._state = _STOPPED
         names = sorted({run.job.name for run in stuck})
@@ -357,7 +360,7 @@ class Scheduler:
         seconds = None if timeout is None else to_seconds(timeout, "timeout")
         deadline = None if seconds is None else self.clock.monotonic() + seconds
         while True:
-            runs = self.executor.running()
+            runs = self.executor.unfinished()
             pending = [run for run in runs if not run.done.is_set()]
             if not pending:
                 return []
@@ -370,11 +373,16 @@ class Scheduler:
             self.clock.wait(pending[0].done, left)
 
     def _hand_back(self, runs: list[Run]) -> None:
+        if runs:
+            self._best_effort("hand back running occurrences",
+                              lambda: self.lock.interrupt([run.lease for run in runs]))
+
+    def _best_effort(self, what: str, step: Callable[[], object]) -> None:
         try:
-            self.lock.interrupt([run.lease for run in runs])
+            step()
         except Exception:
-            self._hooks.log("error", "could not hand back running occurrences; they will be "
-                            "recovered when their leases expire",
+            self._hooks.log("error", f"could not {what} while stopping; leases left behind "
+                            "expire and their occurrences are recovered",
                             traceback=traceback.format_exc(limit=3))
 
     def __enter__(self) -> Scheduler:
@@ -646,7 +654,6 @@ class Scheduler:
                             seconds=round(duration, 3))
         else:
             self._report(run, self._outcome(run, error, duration))
-        self._wake.set()
 
     def _settle_timeout(self, run: Run) -> None:
         self._hooks.log("warning", "job timed out and was cancelled; its worker stays busy "
