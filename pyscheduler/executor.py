@@ -101,11 +101,6 @@ class DefaultJobExecutor:
         with self._mutex:
             return self._capacity - len(self._running)
 
-    def running(self) -> list[Run]:
-        """The runs whose handlers have not returned yet."""
-        with self._mutex:
-            return list(self._running.values())
-
     def unfinished(self) -> list[Run]:
         """The runs not done yet: handlers still running, or their results being recorded."""
         with self._mutex:

@@ -92,11 +92,6 @@ class DistributedLock:
         with self._mutex:
             self._held[lease.owner] = _Held(lease, token, self._deadline(sent))
 
-    def held(self) -> list[Lease]:
-        """The leases this instance holds."""
-        with self._mutex:
-            return [held.lease for held in self._held.values()]
-
     # -- giving leases up --------------------------------------------------------------------
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[Optional[JobState]]:

@@ -7,8 +7,9 @@ directly under a :class:`~pyscheduler.FakeClock`.
 The scheduler keeps a local index of its jobs' due times, learnt from the backend's answers,
 so that one tick asks the backend once for a whole batch of due occurrences. The backend
 stays the authority: a stale local entry only costs a refused claim (whose answer corrects
-it), and every claim also reports due work this instance did not know about (retries and
-``run_now`` requests made elsewhere, orphans to recover).
+it), and a claim with worker slots to spare (at least one every ``tick_interval``) also
+reports due work this instance did not know about (retries and ``run_now`` requests made
+elsewhere, orphans to recover).
 """
 
 from __future__ import annotations

@@ -445,14 +445,6 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _strict_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")  # a UnicodeDecodeError is a ValueError: corrupt
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
 def _opt(value: Optional[int]) -> _Arg:
     return "" if value is None else int(value)
 

@@ -31,9 +31,10 @@ local STATE_FIELDS = {
   'consecutive_failures', 'last_run', 'last_success', 'last_error', 'last_duration', 'status',
   'scheduled', 'attempt', 'last_failed'}
 
-local function state_reply(key, with_description)
+-- A stored job's state reply, with its description last.
+local function state_reply(key)
   local values = redis.call('HMGET', key, unpack(STATE_FIELDS))
-  if with_description then values[#values + 1] = redis.call('HGET', key, 'def') end
+  values[#values + 1] = redis.call('HGET', key, 'def')
   return values
 end
 

@@ -8,7 +8,7 @@ for i = 1, #ARGV do
   if job == nil then
     states[i] = 0
   else
-    states[i] = state_reply(job.key, true)
+    states[i] = state_reply(job.key)
   end
 end
 return {states, corrupt}
