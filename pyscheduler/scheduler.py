@@ -2,7 +2,9 @@
 
 :meth:`Scheduler.run_pending` is one deterministic step (claim what is due, start it, enforce
 timeouts) and :meth:`Scheduler.start` only loops it on the tick thread; tests call the step
-directly under a :class:`~pyscheduler.FakeClock`.
+directly under a :class:`~pyscheduler.FakeClock`. Started in the background, the workers also
+claim for themselves: one that finishes a run claims what is due for the free slots, so that
+a burst flows through the pool without a thread hand-off per occurrence.
 
 The scheduler keeps a local index of its jobs' due times, learnt from the backend's answers,
 so that one tick asks the backend once for a whole batch of due occurrences. The backend
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import socket
 import threading
@@ -146,6 +149,9 @@ class Scheduler:
         self._heap: list[tuple[int, str]] = []
         self._pending_ops: list[tuple[str, str]] = []
         self._mutex = threading.RLock()
+        self._claim_lock = threading.Lock()
+        self._claim_wanted = False
+        self._tick_wakes_at = math.inf  # monotonic; when the sleeping tick wakes by itself
         self._state = _NEW
         self._stopping = False
         self._wake = threading.Event()
@@ -290,8 +296,8 @@ class Scheduler:
         # child (gunicorn --preload) can re-create them.
         cfg = self.config
         self.lock.configure(cfg.lock_ttl_seconds, cfg.refresh_seconds, self.clock)
-        self.executor.start(cfg.max_concurrent, self._on_run_done, self.clock,
-                            on_free=self._wake.set)
+        on_free = self._claim_for_free_worker if background else self._wake.set
+        self.executor.start(cfg.max_concurrent, self._on_run_done, self.clock, on_free=on_free)
         if not background:
             return
         self.lock.start_refresher()
@@ -362,16 +368,17 @@ class Scheduler:
         deadline = None if seconds is None else self.clock.monotonic() + seconds
         while True:
             runs = self.executor.unfinished()
-            pending = [run for run in runs if not run.done.is_set()]
+            pending = [(run, run.done) for run in runs if run.done and not run.done.is_set()]
             if not pending:
                 return []
+            done = pending[0][1]
             if deadline is None:
-                pending[0].done.wait()
+                done.wait()
                 continue
             left = deadline - self.clock.monotonic()
             if left <= 0:
-                return pending
-            self.clock.wait(pending[0].done, left)
+                return [run for run, _ in pending]
+            self.clock.wait(done, left)
 
     def _hand_back(self, runs: list[Run]) -> None:
         if runs:
@@ -486,10 +493,58 @@ class Scheduler:
         for run in self.executor.expire_overdue(self.clock.monotonic()):
             self._settle_timeout(run)
         self._flush_outcomes()
-        free = self.executor.free_slots()
-        if free > 0 and not self._stopping:
-            self._claim_and_start(free)
+        if not self._claim_for_free_slots():
+            # A worker is claiming; it wakes this thread if it leaves anything to do sooner.
+            return self.config.tick_seconds
         return self._next_delay()
+
+    def _claim_for_free_slots(self) -> bool:
+        """Claim due occurrences for the free worker slots.
+
+        The tick and the workers that just finished a run (see :meth:`_claim_for_free_worker`)
+        both claim, one at a time so that together they never claim more than the free
+        slots. Whoever finds a claim under way leaves a note and goes on, and the claimer
+        looks again, counting the slots freed meanwhile: waiting for the lock instead would
+        queue every worker behind it.
+
+        :returns: whether this thread claimed; ``False`` if it left the claim to another.
+        """
+        self._claim_wanted = True
+        claimed = False
+        while self._claim_wanted:
+            if not self._claim_lock.acquire(blocking=False):
+                return claimed
+            try:
+                claimed = True
+                self._claim_wanted = False
+                free = self.executor.free_slots()
+                if free > 0 and not self._stopping:
+                    self._claim_and_start(free)
+            finally:
+                self._claim_lock.release()
+        return claimed
+
+    def _claim_for_free_worker(self) -> None:
+        """On a worker that just finished a run: claim what is due for the free slots.
+
+        Under load this starts the next occurrence without waking the tick thread, a hand-off
+        that costs more than the rest of a run. The tick still wakes at every due time and
+        claims what the workers did not; the worker that claimed wakes it when it should wake
+        sooner than planned (it went to sleep with every worker busy, or a run with an
+        earlier timeout started since).
+        """
+        if self._stopping:
+            return
+        try:
+            if not self._claim_for_free_slots():
+                return  # the claimer does the rest
+            wake = self.clock.monotonic() + self._next_delay() < self._tick_wakes_at
+        except Exception:
+            self._hooks.log("error", "claiming for a free worker failed; the tick retries",
+                            traceback=traceback.format_exc(limit=5))
+            wake = True
+        if wake:
+            self._wake.set()
 
     def _claim_and_start(self, free: int) -> None:
         now_ms = self._backend_now_ms()
@@ -624,6 +679,9 @@ class Scheduler:
 
     def _tick_loop(self) -> None:
         while not self._stopping:
+            # Until this pass has decided how long to sleep, a worker must wake it for
+            # anything: the pass may have looked before that worker's run changed things.
+            self._tick_wakes_at = math.inf
             self._wake.clear()
             try:
                 delay = self.run_pending()
@@ -636,6 +694,7 @@ class Scheduler:
             if self._stopping:
                 break
             if delay > 0:
+                self._tick_wakes_at = self.clock.monotonic() + delay
                 self.clock.wait(self._wake, delay)
 
     # -- outcomes ----------------------------------------------------------------------------

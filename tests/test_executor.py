@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from pyscheduler import (
@@ -13,9 +15,10 @@ from pyscheduler import (
     JobContext,
     current_job,
 )
-from pyscheduler.executor import describe_error
+from pyscheduler.backends.base import Claim
+from pyscheduler.executor import Run, describe_error
 
-from .helpers import START
+from .helpers import START, WAIT
 
 
 def make_context(name: str = "job") -> JobContext:
@@ -85,3 +88,121 @@ def test_execute_resets_current_job_after_a_failure():
 ])
 def test_describe_error(error, text):
     assert describe_error(error) == text
+
+
+# -- lanes: how submitted runs reach the pool ------------------------------------------------
+
+def make_run(job: Job, number: int) -> Run:
+    claim = Claim(job.name, f"owner-{number}", number, 0, 1, "regular", 0, 30_000)
+    return Run(job, claim, make_context(job.name), None)
+
+
+class Lanes:
+    """A started executor whose ``on_free`` submits the next of ``backlog`` runs while a slot
+    is free, the way the scheduler's workers claim for themselves."""
+
+    def __init__(self, capacity: int, handler, backlog: int = 0) -> None:
+        self.executor = DefaultJobExecutor()
+        self.job = Job("lanes", IntervalSchedule(60), handler)
+        self.backlog = [make_run(self.job, n) for n in range(backlog)]
+        self.results: list[tuple[Run, object]] = []
+        self._finished = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self.executor.start(capacity, self._on_done, FakeClock(START), on_free=self._on_free)
+
+    def wait_for(self, count: int) -> None:
+        for _ in range(count):
+            assert self._finished.acquire(timeout=WAIT), "runs did not finish in time"
+
+    def _on_done(self, run: Run, error, duration: float) -> None:
+        with self._lock:
+            self.results.append((run, error))
+        self._finished.release()
+
+    def _on_free(self) -> None:
+        with self._lock:
+            while self.backlog and self.executor.free_slots() > 0:
+                self.executor.submit(self.backlog.pop(0))
+
+
+def test_a_lane_takes_the_next_run_on_the_same_thread():
+    # Given one slot, and an on_free that submits the next run of a backlog
+    threads: list[str] = []
+    lanes = Lanes(1, lambda: threads.append(threading.current_thread().name), backlog=4)
+
+    # When the first run is submitted
+    lanes.executor.submit(make_run(lanes.job, 99))
+
+    # Then the whole backlog runs, one after the other, on the one worker thread
+    lanes.wait_for(5)
+    assert len(threads) == 5 and len(set(threads)) == 1
+    assert [run.claim.owner for run, _ in lanes.results] == \
+        ["owner-99", "owner-0", "owner-1", "owner-2", "owner-3"]
+    lanes.executor.shutdown()
+
+
+def test_lanes_run_handlers_side_by_side_but_never_more_than_the_capacity():
+    # Given three slots, a backlog of 60 runs, and handlers that count how many run at once;
+    # the first three wait for each other, so they must run side by side
+    running, peak, calls = [0], [0], [0]
+    gate = threading.Lock()
+    first_three = threading.Barrier(3)
+
+    def handler() -> None:
+        with gate:
+            running[0] += 1
+            calls[0] += 1
+            peak[0] = max(peak[0], running[0])
+            meet = calls[0] <= 3
+        if meet:
+            first_three.wait(WAIT)
+        with gate:
+            running[0] -= 1
+
+    lanes = Lanes(3, handler, backlog=60)
+
+    # When three runs start at once
+    for n in range(3):
+        lanes.executor.submit(make_run(lanes.job, 100 + n))
+
+    # Then all 63 run, each once, never more than three at a time
+    lanes.wait_for(63)
+    assert peak[0] == 3
+    assert all(error is None for _, error in lanes.results)
+    owners = [run.claim.owner for run, _ in lanes.results]
+    assert len(owners) == len(set(owners)) == 63
+    assert lanes.executor.wait_idle(WAIT) and lanes.executor.free_slots() == 3
+    lanes.executor.shutdown()
+
+
+def test_unfinished_runs_come_with_an_event_set_when_they_are_over():
+    # Given a run whose handler waits for a release
+    release = threading.Event()
+    lanes = Lanes(2, lambda: release.wait(WAIT))
+    run = make_run(lanes.job, 1)
+    lanes.executor.submit(run)
+
+    # When a shutdown asks for the unfinished runs
+    (listed,) = lanes.executor.unfinished()
+
+    # Then it gets that run with an unset event, set once the run is over
+    assert listed is run and run.done is not None and not run.done.is_set()
+    release.set()
+    assert run.done.wait(WAIT)
+    assert lanes.executor.unfinished() == []
+    lanes.executor.shutdown()
+
+
+def test_a_submit_the_pool_refuses_leaves_no_trace():
+    # Given an executor whose pool was shut down
+    lanes = Lanes(2, lambda: None)
+    lanes.executor.shutdown()
+
+    # When a run is submitted
+    with pytest.raises(RuntimeError):
+        lanes.executor.submit(make_run(lanes.job, 1))
+
+    # Then its slot is free again and nothing waits for it
+    assert lanes.executor.free_slots() == 2
+    assert lanes.executor.unfinished() == []
+    assert lanes.executor.wait_idle(0)

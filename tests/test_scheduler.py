@@ -716,3 +716,123 @@ def test_a_forked_child_holds_a_stopped_copy_that_neither_waits_nor_hands_back(c
     assert scheduler.wait_idle(WAIT)
     assert scheduler.get_job("j").metadata.run_count == 1
     scheduler.stop()
+
+
+# -- workers claiming for themselves (background mode) ----------------------------------------
+
+class ClaimThreads(MemoryBackend):
+    """A MemoryBackend noting which thread made each claim."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.threads: list[str] = []
+
+    def claim(self, instance_id, requests, lease_ms, peek):
+        self.threads.append(threading.current_thread().name)
+        return super().claim(instance_id, requests, lease_ms, peek)
+
+
+class TickWaits(FakeClock):
+    """A FakeClock noting how long the tick thread asks to sleep each time."""
+
+    def __init__(self, start) -> None:
+        super().__init__(start)
+        self.tick_waits: list[float] = []
+        self.waited = threading.Condition()
+
+    def wait(self, event, timeout):
+        if threading.current_thread().name == "pyscheduler-tick":
+            with self.waited:
+                self.tick_waits.append(timeout)
+                self.waited.notify_all()
+        return super().wait(event, timeout)
+
+    def wait_for_tick_sleep(self, seconds: float) -> bool:
+        """Wait until the tick goes to sleep for ``seconds``, then forget its sleeps so far."""
+        with self.waited:
+            found = self.waited.wait_for(
+                lambda: any(abs(w - seconds) < 1e-6 for w in self.tick_waits), WAIT)
+            self.tick_waits.clear()
+            return found
+
+
+def test_freed_workers_claim_the_rest_of_a_burst_themselves(clock):
+    # Given two workers and 40 one-time jobs due at the same instant, on a started scheduler
+    # whose tick would sleep a whole tick interval once both workers are busy
+    backend = ClaimThreads(clock)
+    done = threading.Semaphore(0)
+    recorder = Recorder(lambda ctx: done.release())
+    scheduler = stepped(clock, backend, max_concurrent=2)
+    for n in range(40):
+        scheduler.register(Job(f"job-{n}", OnceSchedule(START + timedelta(seconds=1)), recorder))
+    scheduler.start()
+
+    # When the instant comes (and the clock stands still after it)
+    clock.advance(1)
+
+    # Then every job runs once: the workers claimed the occurrences the tick had no slot for
+    for _ in range(40):
+        assert done.acquire(timeout=WAIT)
+    scheduler.stop()
+    counts = recorder.occurrences()
+    assert len(counts) == 40 and set(counts.values()) == {1}
+    workers = [name for name in backend.threads if name.startswith("pyscheduler-worker")]
+    assert len(workers) >= 19  # two at a time: the tick claimed at most the first pair
+
+
+def test_a_freed_worker_wakes_the_tick_for_work_due_before_it_would_wake():
+    # Given one worker busy with a job, so that the tick sleeps a whole tick interval (5 s),
+    # and another job due 2 s after the busy one started
+    clock = TickWaits(START)
+    release = threading.Event()
+    busy = Recorder(lambda ctx: release.wait(WAIT))
+    later = Recorder()
+    scheduler = stepped(clock, max_concurrent=1)
+    scheduler.register(Job("busy", OnceSchedule(START + timedelta(seconds=1)), busy))
+    scheduler.register(Job("later", OnceSchedule(START + timedelta(seconds=3)), later))
+    scheduler.start()
+    clock.advance(1)
+    assert busy.started.wait(WAIT)
+    assert clock.wait_for_tick_sleep(5.0)
+
+    # When the busy job returns a second later, with nothing due yet
+    clock.advance(1)
+    release.set()
+
+    # Then the tick is woken to sleep only until the later job is due, and runs it then
+    assert clock.wait_for_tick_sleep(1.0)
+    clock.advance(1)
+    assert later.started.wait(WAIT)
+    scheduler.stop()
+    assert [call[0] for call in busy.calls + later.calls] == ["busy", "later"]
+
+
+def test_a_run_started_by_a_worker_still_times_out_on_time():
+    # Given one worker, a job that times out after 2 s, and a tick asleep for its whole
+    # interval while the first job runs
+    clock = TickWaits(START)
+    release = threading.Event()
+    first = Recorder(lambda ctx: release.wait(WAIT))
+    cancelled = threading.Event()
+
+    def slow(ctx: JobContext) -> None:
+        if ctx.token.event.wait(WAIT):
+            cancelled.set()
+
+    scheduler = stepped(clock, max_concurrent=1)
+    scheduler.register(Job("first", OnceSchedule(START + timedelta(seconds=1)), first))
+    scheduler.register(Job("slow", OnceSchedule(START + timedelta(seconds=1)), slow,
+                           timeout=2))
+    scheduler.start()
+    clock.advance(1)
+    assert first.started.wait(WAIT)
+    assert clock.wait_for_tick_sleep(5.0)
+
+    # When the first job returns and its worker starts the slow one itself
+    release.set()
+
+    # Then the tick is woken to sleep only until the slow job's deadline, and cancels it then
+    assert clock.wait_for_tick_sleep(2.0)
+    clock.advance(2)
+    assert cancelled.wait(WAIT)
+    scheduler.stop()
