@@ -549,10 +549,10 @@ class Scheduler:
     def _claim_and_start(self, free: int) -> None:
         now_ms = self._backend_now_ms()
         requests = self._due_requests(now_ms, free)
-        polling_due = self.clock.monotonic() - self._last_poll >= self.config.tick_seconds
-        if not requests and not polling_due:
-            return
-        self._last_poll = self.clock.monotonic()
+        now = self.clock.monotonic()
+        if not requests and now - self._last_poll < self.config.tick_seconds:
+            return  # nothing due here, and the backend was asked recently
+        self._last_poll = now
         try:
             batch, sent = self.lock.acquire(self.instance_id, requests,
                                             peek=free - len(requests))
@@ -605,12 +605,13 @@ class Scheduler:
     def _apply_batch(self, batch: ClaimBatch, sent: float) -> None:
         for claim in batch.claims:
             self._start_claim(claim, sent)
-        claimed = {claim.job_name for claim in batch.claims}
-        for due in batch.refused + batch.due:
-            with self._mutex:
-                entry = self._entries.get(due.name)
-            if entry is not None and due.name not in claimed:
-                self._apply_due(entry, due)
+        if batch.refused or batch.due:
+            claimed = {claim.job_name for claim in batch.claims}
+            for due in batch.refused + batch.due:
+                with self._mutex:
+                    entry = self._entries.get(due.name)
+                if entry is not None and due.name not in claimed:
+                    self._apply_due(entry, due)
         for name in batch.skipped:
             self._hooks.metric("job_skipped", name, "misfired")
             self._hooks.log("warning", "occurrence skipped: later than its misfire grace time",
@@ -623,8 +624,11 @@ class Scheduler:
     def _start_claim(self, claim: Claim, sent: float) -> None:
         with self._mutex:
             entry = self._entries.get(claim.job_name)
-        if entry is None:  # removed here while claiming: the backend dropped it too
-            return
+            if entry is None:  # removed here while claiming: the backend dropped it too
+                return
+            entry.running += 1
+            entry.job._local_runs = entry.running
+            entry.due_ms = None
         job = entry.job
         deadline = None if job.timeout is None else self.clock.monotonic() + job.timeout
         ctx = JobContext(
@@ -638,10 +642,6 @@ class Scheduler:
             clock=self.clock,
         )
         run = Run(job, claim, ctx, deadline)
-        with self._mutex:
-            entry.running += 1
-            entry.job._local_runs = entry.running
-            entry.due_ms = None
         self.lock.hold(run.lease, ctx.token, sent)
         if self._hooks.logs("info"):
             self._hooks.log("info", "job started", job=job.name, attempt=claim.attempt,
@@ -650,12 +650,11 @@ class Scheduler:
         self.executor.submit(run)
 
     def _next_delay(self) -> float:
-        # With every worker busy there is nothing to claim: sleep until a run returns (which
-        # wakes the tick), a timeout is due, or a tick interval passed.
+        # With every worker busy there is nothing to claim: sleep until a timeout is due or a
+        # tick interval passed (workers claim for themselves as they finish, and wake the
+        # tick if it should wake sooner).
         delay = self.config.tick_seconds
-        if self.executor.free_slots() <= 0:
-            self._heap_top_valid()
-        else:
+        if self.executor.free_slots() > 0:
             delay -= self.clock.monotonic() - self._last_poll
             top = self._heap_top_valid()
             if top is not None:
@@ -750,14 +749,20 @@ class Scheduler:
     def _report(self, run: Run, outcome: Outcome) -> None:
         with self._outcome_lock:
             self._outcomes.append((run, outcome))
-        self._flush_outcomes()
+            if self._flushing:
+                return  # the thread flushing sends it with the next batch
+            self._flushing = True
+        self._drain_outcomes()
 
     def _flush_outcomes(self) -> None:
         """Send queued outcomes in batches; whoever finds the queue idle drains it."""
         with self._outcome_lock:
-            if self._flushing:
+            if self._flushing or not self._outcomes:
                 return
             self._flushing = True
+        self._drain_outcomes()
+
+    def _drain_outcomes(self) -> None:
         try:
             while True:
                 with self._outcome_lock:
@@ -786,13 +791,13 @@ class Scheduler:
             if state is None:
                 return
         entry.job._state = state
-        self._apply_due(entry, DueEntry(state.name, state.due_ms, state.next_run_ms))
+        self._set_due(entry, state.due_ms, state.next_run_ms)
 
     # -- the local index ---------------------------------------------------------------------
 
     def _apply_state(self, entry: _Entry, state: JobState) -> None:
         entry.job._state = state
-        self._apply_due(entry, DueEntry(state.name, state.due_ms, state.next_run_ms))
+        self._set_due(entry, state.due_ms, state.next_run_ms)
 
     def _apply_due(self, entry: _Entry, due: DueEntry) -> None:
         if due.missing:

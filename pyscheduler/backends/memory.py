@@ -442,10 +442,12 @@ class MemoryBackend:
     @staticmethod
     def _snapshot(record: _Record) -> JobState:
         state = record.state
-        fields = {name: getattr(state, name) for name in _STATE_FIELDS}
         occurrence = record.occurrence
-        if occurrence is not None:
-            fields.update(occurrence_status=occurrence.status,
-                          occurrence_scheduled_ms=occurrence.scheduled_ms,
-                          occurrence_attempt=occurrence.attempt)
-        return JobState(**fields)
+        return JobState(
+            state.name, state.next_run_ms, state.due_ms, state.paused, state.fence,
+            state.run_count, state.failure_count, state.consecutive_failures, state.last_run_ms,
+            state.last_success_ms, state.last_error, state.last_duration,
+            "" if occurrence is None else occurrence.status,
+            None if occurrence is None else occurrence.scheduled_ms,
+            0 if occurrence is None else occurrence.attempt,
+            state.last_failed, state.description)
