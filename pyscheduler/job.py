@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import operator
 import types
 import weakref
 from dataclasses import dataclass, replace
@@ -107,9 +108,9 @@ class Job:
         self.misfire_grace_time = _positive_or_none(name, "misfire_grace_time", misfire_grace_time)
         self.enabled = bool(enabled)
         self.recover = bool(recover)
-        # The latest stored state this process saw; the metadata is derived on demand, so
-        # that recording it after every run costs nothing until somebody looks.
-        self._state: Optional[JobState] = None
+        # The latest stored state this process saw (see _saw); the metadata is derived on
+        # demand, so that recording it after every run costs nothing until somebody looks.
+        self._state: Optional[tuple[object, ...]] = None
         self._local_runs = 0
         self._description: Optional[dict[str, object]] = None
 
@@ -119,13 +120,23 @@ class Job:
         state = self._state
         if state is None:
             return JobMetadata(status=JobStatus.SCHEDULED if self.enabled else JobStatus.PAUSED)
-        metadata = metadata_from_state(state)
+        metadata = _metadata(*state)  # type: ignore[arg-type]
         if self._local_runs and metadata.status is JobStatus.SCHEDULED:
             return replace(metadata, status=JobStatus.RUNNING)
         return metadata
 
     def __repr__(self) -> str:
         return f"Job(name={self.name!r}, schedule={self.schedule!r})"
+
+    def _saw(self, state: JobState) -> None:
+        """Remember ``state`` as the latest stored state of this job.
+
+        Kept as a tuple of plain values, not the ``JobState``: a new one arrives after every
+        run and lives until the next, and such objects, promoted to the garbage collector's
+        oldest generation, make its full collections (tens of milliseconds with 10,000
+        jobs, stalling every thread) frequent. A tuple of plain values it stops tracking.
+        """
+        self._state = _METADATA_FIELDS(state)
 
     @property
     def max_recoveries(self) -> int:
@@ -240,25 +251,41 @@ def _inspect_arity(job: str, handler: object) -> bool:
         ) from None
 
 
+#: The fields of a ``JobState`` that the metadata shows, read in one call (the parameters of
+#: :func:`_metadata`, in order).
+_METADATA_FIELDS = operator.attrgetter(
+    "paused", "occurrence_status", "due_ms", "last_failed", "next_run_ms", "last_run_ms",
+    "last_success_ms", "last_error", "last_duration", "run_count", "failure_count",
+    "consecutive_failures", "fence")
+
+
 def metadata_from_state(state: JobState) -> JobMetadata:
     """The user-facing snapshot of a stored job state."""
-    if state.paused:
+    return _metadata(*_METADATA_FIELDS(state))
+
+
+def _metadata(paused: bool, occurrence_status: str, due_ms: Optional[int], last_failed: bool,
+              next_run_ms: Optional[int], last_run_ms: Optional[int],
+              last_success_ms: Optional[int], last_error: str, last_duration: Optional[float],
+              run_count: int, failure_count: int, consecutive_failures: int,
+              fence: int) -> JobMetadata:
+    if paused:
         status = JobStatus.PAUSED
-    elif state.occurrence_status == "running":
+    elif occurrence_status == "running":
         status = JobStatus.RUNNING
-    elif state.due_ms is None and not state.occurrence_status:
-        status = JobStatus.FAILED if state.last_failed else JobStatus.COMPLETED
+    elif due_ms is None and not occurrence_status:
+        status = JobStatus.FAILED if last_failed else JobStatus.COMPLETED
     else:
         status = JobStatus.SCHEDULED
     return JobMetadata(
         status=status,
-        next_run_at=None if state.next_run_ms is None else from_ms(state.next_run_ms),
-        last_run_at=None if state.last_run_ms is None else from_ms(state.last_run_ms),
-        last_success_at=None if state.last_success_ms is None else from_ms(state.last_success_ms),
-        last_error=state.last_error,
-        last_duration=state.last_duration,
-        run_count=state.run_count,
-        failure_count=state.failure_count,
-        consecutive_failures=state.consecutive_failures,
-        fencing_token=state.fence,
+        next_run_at=None if next_run_ms is None else from_ms(next_run_ms),
+        last_run_at=None if last_run_ms is None else from_ms(last_run_ms),
+        last_success_at=None if last_success_ms is None else from_ms(last_success_ms),
+        last_error=last_error,
+        last_duration=last_duration,
+        run_count=run_count,
+        failure_count=failure_count,
+        consecutive_failures=consecutive_failures,
+        fencing_token=fence,
     )

@@ -466,7 +466,7 @@ class Scheduler:
         if self._state == _RUNNING:
             (state,) = self.backend.get_states([name])
             if state is not None:
-                entry.job._state = state
+                entry.job._saw(state)
         return entry.job
 
     def jobs(self) -> list[Job]:
@@ -477,7 +477,7 @@ class Scheduler:
             states = self.backend.get_states([e.job.name for e in entries])
             for entry, state in zip(entries, states):
                 if state is not None:
-                    entry.job._state = state
+                    entry.job._saw(state)
         return [entry.job for entry in entries]
 
     # -- the tick ----------------------------------------------------------------------------
@@ -658,7 +658,9 @@ class Scheduler:
             delay -= self.clock.monotonic() - self._last_poll
             top = self._heap_top_valid()
             if top is not None:
-                delay = min(delay, (top - self._backend_now_ms()) / 1000)
+                # Not from whole milliseconds: rounding now down would wake up to 1 ms late.
+                backend_now = self.clock.time() + self._offset_ms / 1000
+                delay = min(delay, top / 1000 - backend_now)
         deadline = self.executor.next_deadline()
         if deadline is not None:
             delay = min(delay, deadline - self.clock.monotonic())
@@ -790,13 +792,13 @@ class Scheduler:
             (state,) = self.backend.get_states([run.job.name])
             if state is None:
                 return
-        entry.job._state = state
+        entry.job._saw(state)
         self._set_due(entry, state.due_ms, state.next_run_ms)
 
     # -- the local index ---------------------------------------------------------------------
 
     def _apply_state(self, entry: _Entry, state: JobState) -> None:
-        entry.job._state = state
+        entry.job._saw(state)
         self._set_due(entry, state.due_ms, state.next_run_ms)
 
     def _apply_due(self, entry: _Entry, due: DueEntry) -> None:

@@ -836,3 +836,29 @@ def test_a_run_started_by_a_worker_still_times_out_on_time():
     clock.advance(2)
     assert cancelled.wait(WAIT)
     scheduler.stop()
+
+
+def test_no_state_object_per_job_stays_for_the_garbage_collector_to_track(clock):
+    # Given 50 jobs that each ran (a state snapshot and a claim per job passed through)
+    import gc
+
+    from pyscheduler.backends.base import Claim, JobState
+
+    recorder = Recorder()
+    scheduler = stepped(clock, max_concurrent=64)
+    for n in range(50):
+        scheduler.register(Job(f"job-{n}", IntervalSchedule(1, start_at=START), recorder))
+    scheduler.start(background=False)
+    clock.advance(1)
+    step(scheduler)
+    assert len(recorder.calls) == 50
+
+    # When the collector has looked at what is left
+    gc.collect()
+
+    # Then what the scheduler and the backend keep per job is plain values the collector no
+    # longer tracks (a tracked object per job and run makes full collections frequent)
+    kept = [obj for obj in gc.get_objects() if isinstance(obj, (JobState, Claim))]
+    assert kept == []
+    assert scheduler.get_job("job-0").metadata.run_count == 1
+    scheduler.stop()
