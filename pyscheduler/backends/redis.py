@@ -219,13 +219,11 @@ class RedisBackend:
         return states
 
     def _register(self, definitions: Sequence[JobDefinition]) -> list[JobState]:
-        args: list[_Arg] = []
-        for definition in definitions:
-            description = json.dumps(definition.description, sort_keys=True, default=str)
-            args += [definition.name, _opt(definition.first_run_ms),
-                     int(definition.start_paused), description]
+        rows = [[definition.name, _opt(definition.first_run_ms), int(definition.start_paused),
+                 json.dumps(definition.description, sort_keys=True, default=str)]
+                for definition in definitions]
         names = [definition.name for definition in definitions]
-        raws = self._call("register", names, args)
+        raws = self._call("register", names, [_json(rows)])
         states = []
         for definition, raw in zip(definitions, raws):
             # The reply leaves out the description: it is the one just sent.
@@ -264,22 +262,28 @@ class RedisBackend:
     def claim(
         self, instance_id: str, requests: Sequence[ClaimRequest], lease_ms: int, peek: int
     ) -> ClaimBatch:
+        rows = [[request.job_name, request.owner, int(request.expected_due_ms),
+                 _opt(request.expected_next_run_ms), _opt(request.scheduled_ms),
+                 _opt(request.following_ms), _opt(request.misfire_grace_ms),
+                 int(request.max_recoveries)] for request in requests]
         args: list[_Arg] = [max(1, int(lease_ms)), max(0, int(peek)), self._job_prefix,
-                              self._lease_prefix]
-        for request in requests:
-            args += [request.job_name, request.owner, int(request.expected_due_ms),
-                     _opt(request.expected_next_run_ms), _opt(request.scheduled_ms),
-                     _opt(request.following_ms), _opt(request.misfire_grace_ms),
-                     int(request.max_recoveries)]
+                            self._lease_prefix, _json(rows)]
         reply = self._call("claim", [request.job_name for request in requests], args)
-        return _parse_reply(self._address, lambda: ClaimBatch(
-            claims=[_claim(row) for row in reply[1]],
-            refused=[_due_entry(row) for row in reply[2]],
-            due=[_due_entry(row) for row in reply[3]],
-            skipped=[_text(name) for name in reply[4]],
-            abandoned=[_text(name) for name in reply[5]],
-            now_ms=int(reply[0]),
-        ))
+
+        def batch() -> ClaimBatch:
+            # One JSON document; the script's empty lists come back as {} (cjson cannot tell
+            # an empty array from an empty object).
+            now, claims, refused, due, skipped, abandoned = json.loads(_text(reply))
+            return ClaimBatch(
+                claims=[_claim(row) for row in claims or ()],
+                refused=[_due_entry(row) for row in refused or ()],
+                due=[_due_entry(row) for row in due or ()],
+                skipped=[str(name) for name in skipped or ()],
+                abandoned=[str(name) for name in abandoned or ()],
+                now_ms=int(now),
+            )
+
+        return _parse_reply(self._address, batch)
 
     # -- leases and outcomes -----------------------------------------------------------------
 
@@ -296,14 +300,11 @@ class RedisBackend:
     def finish(self, outcomes: Sequence[Outcome]) -> list[Optional[JobState]]:
         if not outcomes:
             return []
-        args: list[_Arg] = []
-        for outcome in outcomes:
-            lease = outcome.lease
-            args += [lease.job_name, lease.owner, int(lease.fence), int(outcome.succeeded),
-                     outcome.error, repr(float(outcome.duration)),
-                     _opt(outcome.retry_delay_ms)]
+        rows = [[outcome.lease.job_name, outcome.lease.owner, int(outcome.lease.fence),
+                 int(outcome.succeeded), _utf8(outcome.error), repr(float(outcome.duration)),
+                 _opt(outcome.retry_delay_ms)] for outcome in outcomes]
         names = [outcome.lease.job_name for outcome in outcomes]
-        raws = self._call("finish", names, args)
+        raws = self._call("finish", names, [_json(rows)])
         return [self._state(name, raw) for name, raw in zip(names, raws)]
 
     def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
@@ -333,8 +334,8 @@ class RedisBackend:
 
     def _state(self, name: str, raw: object,
                description: Optional[dict[str, object]] = None) -> Optional[JobState]:
-        if not isinstance(raw, list):
-            return None
+        if not isinstance(raw, (bytes, str)):
+            return None  # 0: unknown, or a stale outcome
         try:
             return _parse_state(name, raw, description)
         except CorruptStateError as exc:
@@ -374,61 +375,51 @@ _STATE_FIELDS = ("v", "next_run", "due", "paused", "fence", "run_count", "failur
                  "last_duration", "status", "scheduled", "attempt", "last_failed")
 
 
-def _parse_state(name: str, raw: list[Any],
+def _parse_state(name: str, raw: Union[bytes, str],
                  description: Optional[dict[str, object]] = None) -> JobState:
-    """A :class:`JobState` from a state reply; ``description`` is used when the reply has
-    none (else an empty one).
+    """A :class:`JobState` from a state reply (a JSON array of the fields' text);
+    ``description`` is used when the reply has none (else an empty one).
 
     :raises CorruptStateError: a field is missing or not of our form.
     """
     try:
-        names = _STATE_FIELDS + ("def",) if len(raw) > len(_STATE_FIELDS) else _STATE_FIELDS
-        # This runs for every job a reply names: decode in one pass (a UnicodeDecodeError is
-        # a ValueError, so invalid text counts as corrupt like a missing field does).
-        values = [value.decode("utf-8") if type(value) is bytes else value for value in raw]
-        if len(values) != len(names) or not all(type(value) is str for value in values):
+        # This runs for every job a reply names (a UnicodeDecodeError is a ValueError, so
+        # invalid text counts as corrupt like a missing field does).
+        values = json.loads(raw.decode("utf-8") if type(raw) is bytes else raw)
+        if (type(values) is not list or len(values) - len(_STATE_FIELDS) not in (0, 1)
+                or set(map(type, values)) != {str}):
             raise ValueError("a field is missing or not text")
-        fields = dict(zip(names, values))
-        if fields["v"] != "1":
+        (version, next_run, due, paused, fence, run_count, failure_count,
+         consecutive_failures, last_run, last_success, last_error, last_duration, status,
+         scheduled, attempt, last_failed, *definition) = values
+        if version != "1":
             raise ValueError("unknown layout version")
-        if "def" in fields:
-            description = json.loads(fields["def"])
+        if definition:
+            description = json.loads(definition[0])
             if not isinstance(description, dict):
                 raise ValueError("the description is not a JSON object")
         elif description is None:
             description = {}
-        in_flight = fields["status"] != ""
-        duration = fields["last_duration"]
+        in_flight = status != ""
         return JobState(
-            name=name,
-            next_run_ms=_opt_int(fields["next_run"]),
-            due_ms=_opt_int(fields["due"]),
-            paused=_flag(fields["paused"]),
-            fence=int(fields["fence"]),
-            run_count=int(fields["run_count"]),
-            failure_count=int(fields["failure_count"]),
-            consecutive_failures=int(fields["consecutive_failures"]),
-            last_run_ms=_opt_int(fields["last_run"]),
-            last_success_ms=_opt_int(fields["last_success"]),
-            last_error=fields["last_error"],
-            last_duration=float(duration) if duration else None,
-            occurrence_status=fields["status"],
-            occurrence_scheduled_ms=int(fields["scheduled"]) if in_flight else None,
-            occurrence_attempt=int(fields["attempt"]) if in_flight else 0,
-            last_failed=_flag(fields["last_failed"]),
-            description=description,
-        )
+            name, _opt_int(next_run), _opt_int(due), _flag(paused), int(fence),
+            int(run_count), int(failure_count), int(consecutive_failures), _opt_int(last_run),
+            _opt_int(last_success), last_error,
+            float(last_duration) if last_duration else None,
+            status, int(scheduled) if in_flight else None, int(attempt) if in_flight else 0,
+            _flag(last_failed), description)
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _claim(row: list[Any]) -> Claim:
     name, owner, fence, scheduled, attempt, kind, claimed_at, lease_ms = row
-    return Claim(_text(name), _text(owner), int(fence), int(scheduled), int(attempt),
-                 _text(kind), int(claimed_at), int(lease_ms))
+    return Claim(str(name), str(owner), int(fence), int(scheduled), int(attempt), str(kind),
+                 int(claimed_at), int(lease_ms))
 
 
 def _due_entry(row: list[Any]) -> DueEntry:
+    """A due entry from a RESP array (bytes) or a JSON array (text and numbers)."""
     name, due, next_run, missing, removed = row
     return DueEntry(_text(name), _opt_int(_text(due)), _opt_int(_text(next_run)),
                     missing=bool(missing), removed=bool(removed))
@@ -448,6 +439,17 @@ def _text(value: object) -> str:
 def _opt(value: Optional[int]) -> _Arg:
     return "" if value is None else int(value)
 
+
+def _json(rows: list[list[Any]]) -> str:
+    """Rows of script values as one JSON argument."""
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+
+def _utf8(text: str) -> str:
+    """``text`` made encodable as UTF-8: an exception's message may hold a lone surrogate."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 def _opt_int(value: str) -> Optional[int]:
     return None if value == "" else int(value)

@@ -5,6 +5,7 @@ Every test runs against a real ``redis-server`` (see ``tests/redis_server.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -408,3 +409,24 @@ def test_an_empty_key_prefix_is_rejected(redis_server):
     with pytest.raises(ValueError, match="key_prefix"):
         RedisBackend(client, "")
     client.close()
+
+
+@pytest.mark.parametrize("name", ["job", "jöb ☃ \"quoted\" \\ back/slash", "x" * 200])
+def test_names_and_errors_of_any_text_go_through_the_json_arguments(backend, name):
+    # Given a claimed job whose name holds quotes, backslashes and non-ASCII text
+    (state,) = register_due(backend, name)
+    batch = backend.claim("i1", [request(state)], LONG, 0)
+    (claimed,) = batch.claims
+    assert claimed.job_name == name
+
+    # When it fails with a message holding a lone surrogate (not encodable as UTF-8)
+    (after,) = backend.finish([Outcome(lease(claimed), False, "ValueError: bad \ud800 byte",
+                                       0.25)])
+
+    # Then the outcome is recorded, the surrogate escaped rather than failing the call
+    assert after is not None and after.run_count == 1 and after.last_failed
+    assert after.last_error == "ValueError: bad \\ud800 byte"
+    assert after.last_duration == 0.25
+    (read,) = backend.get_states([name])
+    assert read.description == {"n": name}
+    assert dataclasses.replace(read, description={}) == after

@@ -1,10 +1,11 @@
 -- claim: claim each requested occurrence on its own, then peek at other due jobs.
 -- KEYS: common layout, one (job, lease) pair per request
 -- ARGV: lease_ms, peek, job key prefix, lease key prefix (for the peeked jobs, which share
---       the hash tag), then per request 8 values: name, owner, expected_due_ms,
---       expected_next_run_ms, scheduled_ms, following_ms, misfire_grace_ms ('' = none for
---       the last four), max_recoveries
--- Returns {{now_ms, claims, refused, due, skipped, abandoned}, corrupt}:
+--       the hash tag), then the requests as a JSON array of arrays of 8 values: name, owner,
+--       expected_due_ms, expected_next_run_ms, scheduled_ms, following_ms, misfire_grace_ms
+--       ('' = none for the last four), max_recoveries
+-- Returns {payload, corrupt}, payload being the JSON array
+--   [now_ms, claims, refused, due, skipped, abandoned]:
 --   claims[i] = {name, owner, fence, scheduled_ms, attempt, kind, claimed_at_ms, lease_ms}
 --   refused[i], due[i] = {name, due_ms, next_run_ms, missing (0/1), removed (0/1)}
 local lease_ms, peek = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -73,13 +74,11 @@ local function claim_one(job, req)
 end
 
 local requested, distinct = {}, 0
-for i = 1, (#ARGV - 4) / 8 do
-  local a = 4 + 8 * (i - 1)
+for i, r in ipairs(cjson.decode(ARGV[5])) do
   local req = {
-    name = ARGV[a + 1], owner = ARGV[a + 2], expected_due = tonumber(ARGV[a + 3]),
-    expected_next = opt_int(ARGV[a + 4]), scheduled = opt_int(ARGV[a + 5]),
-    following = opt_int(ARGV[a + 6]), grace = opt_int(ARGV[a + 7]),
-    max_recoveries = tonumber(ARGV[a + 8])}
+    name = r[1], owner = r[2], expected_due = tonumber(r[3]), expected_next = opt_int(r[4]),
+    scheduled = opt_int(r[5]), following = opt_int(r[6]), grace = opt_int(r[7]),
+    max_recoveries = tonumber(r[8])}
   if not requested[req.name] then
     requested[req.name] = true
     distinct = distinct + 1
@@ -121,4 +120,4 @@ if peek > 0 then
   end
 end
 
-return {{fmt(now_ms), claims, refused, due, skipped, abandoned}, corrupt}
+return {cjson.encode({fmt(now_ms), claims, refused, due, skipped, abandoned}), corrupt}

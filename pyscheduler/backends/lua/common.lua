@@ -3,12 +3,16 @@
 -- Every script gets the same first three KEYS, then one (job hash, lease) pair per job:
 --   KEYS[1] due zset, KEYS[2] jobs set, KEYS[3] removed set,
 --   KEYS[2*i + 2] job hash of job i, KEYS[2*i + 3] lease of job i (i = 1 .. n)
+-- The scripts run per occurrence (claim, finish) and register take their per-job values as
+-- one JSON array of arrays rather than as separate arguments: the client then encodes one
+-- string in C instead of each value in Python.
 -- and returns {payload, corrupt}: corrupt lists name, reason, name, reason ... of the jobs
 -- whose stored values were not of our form and were reset, for the caller to log.
 --
--- Numbers: ARGV values are strings and go through tonumber; integers are written back with
+-- Numbers: values from the arguments go through tonumber; integers are written back with
 -- fmt ('%d', never Lua's default float formatting) and returned as strings where they may
--- exceed 2^31, so epoch milliseconds and microsecond fences stay exact (below 2^53).
+-- exceed 2^31 (cjson.encode writes numbers with 14 significant digits), so epoch
+-- milliseconds and microsecond fences stay exact (below 2^53).
 
 local DUE, JOBS, REMOVED = KEYS[1], KEYS[2], KEYS[3]
 local corrupt = {}
@@ -24,8 +28,9 @@ local REQUIRED = {
 local STATUSES = {[''] = true, running = true, retry_wait = true, interrupted = true}
 local KINDS = {[''] = true, regular = true, retry = true, recovery = true, manual = true}
 
--- The fields of a state reply, in the order RedisBackend reads them (_STATE_FIELDS); HMGET of
--- these rather than HGETALL keeps replies small: parsing them is the client's main cost.
+-- The fields of a state reply, in the order RedisBackend reads them (_STATE_FIELDS). A reply
+-- is one JSON array of them, not a RESP array: the client parses one string in C instead of
+-- building an object per field, which was its main cost per run.
 local STATE_FIELDS = {
   'v', 'next_run', 'due', 'paused', 'fence', 'run_count', 'failure_count',
   'consecutive_failures', 'last_run', 'last_success', 'last_error', 'last_duration', 'status',
@@ -35,7 +40,7 @@ local STATE_FIELDS = {
 local function state_reply(key)
   local values = redis.call('HMGET', key, unpack(STATE_FIELDS))
   values[#values + 1] = redis.call('HGET', key, 'def')
-  return values
+  return cjson.encode(values)
 end
 
 local function fmt(value)
@@ -43,6 +48,7 @@ local function fmt(value)
   return string.format('%d', value)
 end
 
+-- An optional integer argument: '' (or nil) for none, else a number or its decimal string.
 local function opt_int(value)
   if value == nil or value == '' then return nil end
   return tonumber(value)
@@ -189,7 +195,7 @@ end
 local function stored_reply(job)
   local values = {}
   for i, name in ipairs(STATE_FIELDS) do values[i] = job.stored[name] end
-  return values
+  return cjson.encode(values)
 end
 
 local function entry(job)

@@ -1,20 +1,19 @@
 -- register: create the jobs not yet stored, update the description of the others.
 -- KEYS: common layout, one (job, lease) pair per definition
--- ARGV: per definition 4 values: name, first_run_ms ('' = none), start_paused (0/1),
---       description (a JSON object)
--- Returns {states, corrupt}: states[i] is the job's state_reply (without
--- its description, which the caller just sent).
+-- ARGV: the definitions as a JSON array of arrays of 4 values: name, first_run_ms ('' =
+--       none), start_paused (0/1), description (a JSON object, as a string)
+-- Returns {states, corrupt}: states[i] is the job's stored_reply (without its description,
+-- which the caller just sent).
 local states = {}
-for i = 1, #ARGV / 4 do
-  local a = 4 * (i - 1)
-  local name, def = ARGV[a + 1], ARGV[a + 4]
+for i, d in ipairs(cjson.decode(ARGV[1])) do
+  local name, def = d[1], d[4]
   local key, lease_key = job_keys(i)
   redis.call('SREM', REMOVED, name)
   local job = fetch(name, key, lease_key)
   if job == nil then
     job = {
       name = name, key = key, lease_key = lease_key, def = def,
-      next_run = opt_int(ARGV[a + 2]), paused = ARGV[a + 3] == '1', fence = 0,
+      next_run = opt_int(d[2]), paused = tonumber(d[3]) == 1, fence = 0,
       run_count = 0, failure_count = 0, consecutive_failures = 0, last_failed = false,
       last_error = '', last_duration = '', owner = '', kind = '', status = '',
       recoveries = 0}
