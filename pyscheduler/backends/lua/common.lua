@@ -17,6 +17,14 @@
 local DUE, JOBS, REMOVED = KEYS[1], KEYS[2], KEYS[3]
 local corrupt = {}
 
+-- Every field of a job hash, read with one HMGET: asking for names rather than HGETALL halves
+-- the reply, and a field added by someone else is ignored rather than copied around.
+local HASH_FIELDS = {
+  'v', 'def', 'next_run', 'paused', 'fence', 'manual_at', 'due', 'run_count', 'failure_count',
+  'consecutive_failures', 'last_run', 'last_success', 'last_error', 'last_duration',
+  'last_failed', 'owner', 'scheduled', 'attempt', 'kind', 'claimed_at', 'lease_ms', 'status',
+  'retry_at', 'recoveries', 'lease_until'}
+
 -- Integer fields of a job hash ('' = none) and those that must always be set.
 local INT_FIELDS = {
   'next_run', 'fence', 'manual_at', 'due', 'run_count', 'failure_count',
@@ -70,18 +78,23 @@ local function token(job)
 end
 
 -- Parse a job hash and its lease. Returns the job, nil when not stored, or nil plus a reason
--- when a value is not of our form. TYPE is checked first so that a foreign value never
--- raises WRONGTYPE, which would abort the whole batch.
+-- when a value is not of our form. Reads go through redis.pcall so that a foreign value
+-- (WRONGTYPE) is reported rather than aborting the whole batch; TYPE is asked only then.
 local function load(name, key, lease_key)
-  local kind = redis.call('TYPE', key)['ok']
-  if kind == 'none' then return nil, nil end
-  if kind ~= 'hash' then return nil, 'the job key holds a ' .. kind .. ', not a hash' end
-  local raw = redis.call('HGETALL', key)
+  local values = redis.pcall('HMGET', key, unpack(HASH_FIELDS))
+  if values.err then
+    return nil, 'the job key holds a ' .. redis.call('TYPE', key)['ok'] .. ', not a hash'
+  end
   local h = {}
-  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
-  if h.v ~= '1' then return nil, 'unknown layout version' end
+  for i, field in ipairs(HASH_FIELDS) do
+    if values[i] then h[field] = values[i] end
+  end
+  if h.v ~= '1' then
+    if next(h) == nil and redis.call('EXISTS', key) == 0 then return nil, nil end
+    return nil, 'unknown layout version'
+  end
   local job = {
-    name = name, key = key, lease_key = lease_key, def = h.def, owner = h.owner or '',
+    name = name, key = key, lease_key = lease_key, raw = h, def = h.def, owner = h.owner or '',
     kind = h.kind or '', status = h.status or '', last_error = h.last_error or '',
     last_duration = h.last_duration or ''}
   for _, f in ipairs(INT_FIELDS) do
@@ -117,10 +130,11 @@ local function load(name, key, lease_key)
       or not pcall(cjson.decode, job.def) then
     return nil, 'the description is not a JSON object'
   end
-  local lease_kind = redis.call('TYPE', lease_key)['ok']
-  if lease_kind ~= 'none' then
-    if lease_kind ~= 'string' then return nil, 'the lease key holds a ' .. lease_kind end
-    local value = redis.call('GET', lease_key)
+  local value = redis.pcall('GET', lease_key)
+  if type(value) == 'table' then
+    return nil, 'the lease key holds a ' .. redis.call('TYPE', lease_key)['ok']
+  end
+  if value then
     if not string.match(value, '^.+|%d+$') then
       return nil, 'the lease is not of the form owner|fence'
     end
@@ -162,7 +176,7 @@ local function due_time(job)
   return job.manual_at or job.next_run
 end
 
--- Re-index the job and write every field back: each transition ends here.
+-- Re-index the job and write back the fields that changed: each transition ends here.
 local function store(job)
   job.due = due_time(job)
   if job.due == nil then
@@ -182,13 +196,15 @@ local function store(job)
     kind = job.kind, claimed_at = fmt(job.claimed_at), lease_ms = fmt(job.lease_ms),
     status = job.status, retry_at = fmt(job.retry_at), recoveries = fmt(job.recoveries),
     lease_until = fmt(job.lease_until)}
-  local args = {}
+  local args, raw = {}, job.raw or {}
   for name, value in pairs(fields) do
-    args[#args + 1] = name
-    args[#args + 1] = value
+    if raw[name] ~= value then
+      args[#args + 1] = name
+      args[#args + 1] = value
+    end
   end
-  redis.call('HSET', job.key, unpack(args))
-  job.stored = fields
+  if #args > 0 then redis.call('HSET', job.key, unpack(args)) end
+  job.stored, job.raw = fields, fields
 end
 
 -- The state reply of a job just stored, from what store() wrote (no second read).
