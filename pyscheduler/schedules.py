@@ -485,6 +485,11 @@ class CronSchedule:
         return None
 
 
+#: The longest interval a ``timedelta`` holds, in microseconds.
+_MAX_MICROS = (timedelta.max.days * 86_400 + timedelta.max.seconds) * 1_000_000 \
+    + timedelta.max.microseconds
+
+
 @dataclass(frozen=True, init=False)
 class IntervalSchedule:
     """Occurrences a fixed interval apart.
@@ -513,15 +518,12 @@ class IntervalSchedule:
             raise InvalidScheduleError(
                 f"invalid interval {every!r}: every must be at least one microsecond"
             )
-        try:
-            timedelta(microseconds=micros)
-        except OverflowError as exc:
-            raise InvalidScheduleError(f"invalid interval {every!r}: too large") from exc
-        object.__setattr__(self, "every", micros / 1_000_000)
-        object.__setattr__(
-            self, "start_at", None if start_at is None else _utc(start_at, "start_at")
-        )
-        object.__setattr__(self, "_every_us", micros)
+        if micros > _MAX_MICROS:
+            raise InvalidScheduleError(f"invalid interval {every!r}: too large for a timedelta")
+        # One update rather than a frozen __setattr__ per field: 100,000 jobs are made in a go.
+        vars(self).update(every=micros / 1_000_000,
+                          start_at=None if start_at is None else _utc(start_at, "start_at"),
+                          _every_us=micros)
 
     def describe(self) -> dict[str, object]:
         """``{"type": "interval", "every": seconds, "start_at": ISO 8601 or None}``."""
