@@ -344,6 +344,8 @@ class Scheduler:
         self._wake.set()
         if self._tick_thread is not None:
             self._tick_thread.join()
+        with self._claim_lock:
+            pass  # a worker's claim under way has submitted its runs: they are waited for
         stuck = self._wait_for_runs(timeout)
         handed_back = [run for run in stuck if not run.settled]
         for run in stuck:
@@ -533,8 +535,8 @@ class Scheduler:
         sooner than planned (it went to sleep with every worker busy, or a run with an
         earlier timeout started since).
         """
-        if self._stopping:
-            return
+        if self._stopping or self._failures:
+            return  # while the backend fails, the tick alone retries (and backs off)
         try:
             if not self._claim_for_free_slots():
                 return  # the claimer does the rest

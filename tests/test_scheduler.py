@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -862,4 +863,48 @@ def test_no_state_object_per_job_stays_for_the_garbage_collector_to_track(clock)
             and getattr(obj, "name", getattr(obj, "job_name", "")).startswith("gc-probe-")]
     assert kept == []
     assert scheduler.get_job("gc-probe-0").metadata.run_count == 1
+    scheduler.stop()
+
+
+def test_a_worker_whose_claim_fails_leaves_the_retry_to_the_tick(clock, caplog):
+    # Given one worker busy with a job, another job due, and a backend about to fail
+    from pyscheduler import BackendUnavailableError
+
+    class Flaky(MemoryBackend):
+        failing = False
+        failed = threading.Event()
+
+        def claim(self, instance_id, requests, lease_ms, peek):
+            if self.failing:
+                self.failed.set()
+                raise BackendUnavailableError("backend down for the test")
+            return super().claim(instance_id, requests, lease_ms, peek)
+
+    backend = Flaky(clock)
+    release = threading.Event()
+    first = Recorder(lambda ctx: release.wait(WAIT))
+    second = Recorder()
+    scheduler = stepped(clock, backend, max_concurrent=1)
+    scheduler.register(Job("first", OnceSchedule(START + timedelta(seconds=1)), first))
+    scheduler.register(Job("second", OnceSchedule(START + timedelta(seconds=1)), second))
+    scheduler.start()
+    clock.advance(1)
+    assert first.started.wait(WAIT)
+
+    # When the busy job returns while the backend is down (its worker's claim fails) ...
+    backend.failing = True
+    with caplog.at_level(logging.ERROR, logger="pyscheduler"):
+        release.set()
+        assert backend.failed.wait(WAIT)
+        # ... and the backend comes back, while the tick backs off on the fake clock
+        backend.failing = False
+        for _ in range(100):
+            clock.advance(1)
+            if second.started.wait(WAIT / 100):
+                break
+
+    # Then the failure was logged, and the tick claimed the other job once it could
+    assert "claiming for a free worker failed" in caplog.text or \
+        "tick failed" in caplog.text
+    assert [call[0] for call in second.calls] == ["second"]
     scheduler.stop()
