@@ -83,6 +83,7 @@ class DefaultJobExecutor:
         self._mutex = threading.Lock()
         self._ready: deque[Run] = deque()  # submitted, waiting for a lane to take them
         self._lanes = 0  # pool tasks taking runs from _ready
+        self._recording = 0  # ... of which busy recording a result, not free to take one
         # Runs with a timeout among them: most jobs have none, and then the per-tick scans
         # for overdue runs are skipped.
         self._timed = 0
@@ -130,9 +131,9 @@ class DefaultJobExecutor:
             self._unfinished[owner] = run
             self._timed += run.deadline is not None
             self._ready.append(run)
-            # A lane between two runs takes this one; open another only if every lane is
-            # busy with a run of its own.
-            new_lane = self._lanes < len(self._running)
+            # A lane between two runs takes this one; open another if every lane is busy
+            # with a run of its own or recording one's result (a round trip, with Redis).
+            new_lane = self._lanes - self._recording < len(self._running)
             self._lanes += new_lane
         if not new_lane:
             return
@@ -198,8 +199,10 @@ class DefaultJobExecutor:
             _reset_current(reset)
 
     def _lane(self) -> None:
+        recorded = False
         while True:
             with self._mutex:
+                self._recording -= recorded
                 if not self._ready:
                     self._lanes -= 1
                     return
@@ -209,6 +212,7 @@ class DefaultJobExecutor:
                 self._on_free()
             except Exception:  # the scheduler's tick still claims for this slot
                 self._hooks.log("error", "on_free failed", traceback=traceback.format_exc())
+            recorded = True
 
     def _run(self, run: Run) -> None:
         self._hooks.metric("job_started", run.job.name)
@@ -220,6 +224,7 @@ class DefaultJobExecutor:
             # a run submitted meanwhile waits for this lane only that long.
             self._running.pop(run.claim.owner, None)
             self._timed -= run.deadline is not None
+            self._recording += 1
         try:
             if self._on_done is not None:
                 self._on_done(run, error, duration)

@@ -206,3 +206,32 @@ def test_a_submit_the_pool_refuses_leaves_no_trace():
     assert lanes.executor.free_slots() == 2
     assert lanes.executor.unfinished() == []
     assert lanes.executor.wait_idle(0)
+
+
+def test_a_run_submitted_while_the_only_lane_records_a_result_starts_at_once():
+    # Given a run whose result takes long to record (a slow backend)
+    recording, release = threading.Event(), threading.Event()
+    started = threading.Event()
+    executor = DefaultJobExecutor()
+
+    def on_done(run: Run, error, duration: float) -> None:
+        if run.claim.owner == "owner-1":
+            recording.set()
+            release.wait(WAIT)
+
+    executor.start(2, on_done, FakeClock(START))
+    first = make_run(Job("first", IntervalSchedule(60), lambda: None), 1)
+    executor.submit(first)
+    assert recording.wait(WAIT)
+
+    # When another run is submitted meanwhile
+    executor.submit(make_run(Job("second", IntervalSchedule(60), lambda: started.set()), 2))
+
+    # Then it starts on another worker without waiting for that recording
+    try:
+        assert started.wait(WAIT)
+        assert not release.is_set()
+    finally:
+        release.set()
+    assert executor.wait_idle(WAIT)
+    executor.shutdown()
