@@ -115,9 +115,12 @@ CORRUPTIONS = {
 }
 
 OPERATIONS = {
+    # A claim for the occurrence each job is at now (its lease's expiry), so that it reads
+    # the job whole: a claim for one it moved past is refused from its due fields alone.
     "claim": lambda b, states, held: [
-        (e.missing, e.removed) for e in b.claim("i", [request(s, "again") for s in states],
-                                                LONG, 0).refused],
+        (e.missing, e.removed) for e in b.claim(
+            "i", [ClaimRequest(c.job_name, "again", c.claimed_at_ms + c.lease_ms, None, None,
+                               None) for c in held], LONG, 0).refused],
     "refresh": lambda b, states, held: b.refresh([lease(c) for c in held], LONG),
     "finish": lambda b, states, held: [
         s is not None for s in b.finish([Outcome(lease(c), True) for c in held])],
@@ -430,3 +433,25 @@ def test_names_and_errors_of_any_text_go_through_the_json_arguments(backend, nam
     (read,) = backend.get_states([name])
     assert read.description == {"n": name}
     assert dataclasses.replace(read, description={}) == after
+
+
+def test_a_claim_for_an_occurrence_taken_elsewhere_is_refused_from_the_index_alone(
+        backend, client, caplog):
+    # Given a job another instance claimed, and damage in a field the due index does not hold
+    (state,) = register_due(backend, "job")
+    (held,) = backend.claim("a", [request(state, "owner-a")], LONG, 0).claims
+    client.hset(JOB_KEY, "status", "exploded")
+
+    # When a second instance asks for the occurrence it saw due
+    with caplog.at_level(logging.ERROR, logger="pyscheduler.redis"):
+        (refused,) = backend.claim("b", [request(state, "owner-b")], LONG, 0).refused
+
+    # Then it is refused with the job's current due time and next run, read from the index
+    # fields without loading (nor judging) the rest of the job
+    assert refused == DueEntry("job", held.claimed_at_ms + LONG,
+                               state.next_run_ms + HOUR)
+    assert client.exists(JOB_KEY) == 1 and "'job'" not in caplog.text
+    # And the next operation that reads the job whole resets it
+    with caplog.at_level(logging.ERROR, logger="pyscheduler.redis"):
+        assert backend.get_states(["job"]) == [None]
+    assert "'job'" in caplog.text and client.exists(JOB_KEY) == 0

@@ -73,6 +73,25 @@ local function claim_one(job, req)
   return claim_regular(job, req)
 end
 
+-- The refusal of a request for an occurrence the job has moved past (claimed by another
+-- instance, paused, settled), read from the indexed fields alone; nil when the job must be
+-- loaded whole (it is due as asked, the request is a re-sent one, or the fields are not of
+-- our form, which the full load then reports). In a group of schedulers most claims are
+-- refused, and a full load costs several times this.
+local function moved_past(req, key)
+  local fields = redis.pcall('HMGET', key, 'v', 'due', 'next_run', 'owner')
+  if fields.err then return nil end
+  local v, due, next_run, owner = fields[1], fields[2], fields[3], fields[4]
+  if v ~= '1' or owner == req.owner or type(due) ~= 'string' or type(next_run) ~= 'string' then
+    return nil
+  end
+  for _, value in ipairs({due, next_run}) do
+    if value ~= '' and (#value > 17 or not string.match(value, '^%-?%d+$')) then return nil end
+  end
+  if opt_int(due) == req.expected_due then return nil end
+  return {req.name, due, next_run, 0, 0}
+end
+
 local requested, distinct = {}, 0
 for i, r in ipairs(cjson.decode(ARGV[5])) do
   local req = {
@@ -84,8 +103,12 @@ for i, r in ipairs(cjson.decode(ARGV[5])) do
     distinct = distinct + 1
   end
   local key, lease_key = job_keys(i)
-  local job, reset_now = fetch(req.name, key, lease_key)
-  if job == nil then
+  local stale = moved_past(req, key)
+  local job, reset_now
+  if stale == nil then job, reset_now = fetch(req.name, key, lease_key) end
+  if stale ~= nil then
+    refused[#refused + 1] = stale
+  elseif job == nil then
     local removed = not reset_now and redis.call('SISMEMBER', REMOVED, req.name) == 1
     refused[#refused + 1] = missing(req.name, removed)
   elseif job.owner ~= '' and job.owner == req.owner then  -- a re-sent request, reply lost
