@@ -8,9 +8,11 @@ otherwise would start more handlers than the cap.
 
 A pool task is a *lane*, not a single run: it takes submitted runs one after the other until
 none is left, and after each it calls ``on_free`` (where the scheduler claims the next due
-occurrence for the slot just freed). A burst of 10,000 occurrences then costs 10 pool tasks
-instead of 10,000, and no thread hand-off per run: that hand-off (waking another thread and
-waiting for the GIL) costs more than everything else a run does.
+occurrence for the slot just freed). On the memory backend a burst of 10,000 occurrences
+then costs 10 pool tasks instead of 10,000, and no thread hand-off per run: that hand-off
+(waking another thread and waiting for the GIL) costs more than everything else a run does.
+A lane busy recording a result does not hold up a run submitted meanwhile: that run gets a
+lane of its own.
 """
 
 from __future__ import annotations
