@@ -10,7 +10,10 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Union
 
-__all__ = ["Duration", "from_ms", "to_ms", "to_seconds", "to_utc"]
+from .errors import InvalidScheduleError
+
+__all__ = ["Duration", "checked_utc", "from_ms", "from_us", "to_ms", "to_seconds", "to_us",
+           "to_utc"]
 
 #: A duration as float seconds or a ``timedelta``.
 Duration = Union[float, int, timedelta]
@@ -55,3 +58,26 @@ def from_ms(ms: int) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def checked_utc(value: object, what: str) -> datetime:
+    """:func:`to_utc` for schedules: every bad input is an :class:`InvalidScheduleError`."""
+    if not isinstance(value, datetime):
+        raise InvalidScheduleError(f"{what} must be a datetime, not {value!r}")
+    if value.tzinfo is timezone.utc and type(value) is datetime:
+        return value  # already what we want: the common case, kept cheap
+    try:
+        return to_utc(value, what)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise InvalidScheduleError(f"{what} {value!r} cannot be converted to UTC: {exc}") from exc
+
+
+def to_us(value: datetime) -> int:
+    """Whole epoch microseconds of a tz-aware instant."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(micros: int) -> datetime:
+    """The tz-aware UTC instant of ``micros`` epoch microseconds."""
+    return _EPOCH + timedelta(microseconds=micros)
