@@ -6,17 +6,15 @@ directly under a :class:`~pyscheduler.FakeClock`. Started in the background, the
 claim for themselves: one that finishes a run claims what is due for the free slots, so that
 a burst flows through the pool without a thread hand-off per occurrence.
 
-The scheduler keeps a local index of its jobs' due times, learnt from the backend's answers,
-so that one tick asks the backend once for a whole batch of due occurrences. The backend
-stays the authority: a stale local entry only costs a refused claim (whose answer corrects
-it), and a claim with worker slots to spare (at least one every ``tick_interval``) also
-reports due work this instance did not know about (retries and ``run_now`` requests made
-elsewhere, orphans to recover).
+The scheduler keeps a local index of its jobs' due times (:class:`~pyscheduler.due_index.
+DueIndex`), learnt from the backend's answers, so that one tick asks the backend once for a
+whole batch of due occurrences. A claim with worker slots to spare (at least one every
+``tick_interval``) also reports due work this instance did not know about (retries and
+``run_now`` requests made elsewhere, orphans to recover).
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 import os
@@ -44,9 +42,9 @@ from .backends.memory import MemoryBackend
 from .clock import Clock, SystemClock
 from .config import SchedulerConfig
 from .context import JobContext
+from .due_index import DueIndex, IndexEntry
 from .errors import (
     ConfigError,
-    DuplicateJobError,
     InvalidJobError,
     JobNotFoundError,
     SchedulerStateError,
@@ -88,18 +86,6 @@ class ShutdownReport:
     @property
     def completed(self) -> bool:
         return not self.still_running
-
-
-class _Entry:
-    """This instance's view of one registered job."""
-
-    __slots__ = ("due_ms", "job", "next_run_ms", "running")
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.due_ms: Optional[int] = None
-        self.next_run_ms: Optional[int] = None
-        self.running = 0
 
 
 class Scheduler:
@@ -145,8 +131,7 @@ class Scheduler:
         # Owner tokens: unique per claim, and per process even if instance_id is reused.
         self._owner_prefix = f"{self.instance_id}:{uuid.uuid4().hex[:12]}:"
         self._claim_numbers = itertools.count(1)
-        self._entries: dict[str, _Entry] = {}
-        self._heap: list[tuple[int, str]] = []
+        self._index = DueIndex()
         self._pending_ops: list[tuple[str, str]] = []
         self._mutex = threading.RLock()
         self._claim_lock = threading.Lock()
@@ -181,7 +166,7 @@ class Scheduler:
         return cls(backend, logger=logger, metrics=metrics, config=config, clock=clock)
 
     def __repr__(self) -> str:
-        return (f"Scheduler(instance_id={self.instance_id!r}, jobs={len(self._entries)}, "
+        return (f"Scheduler(instance_id={self.instance_id!r}, jobs={len(self._index)}, "
                 f"state={self._state!r})")
 
     # -- registration ------------------------------------------------------------------------
@@ -199,17 +184,13 @@ class Scheduler:
         with self._mutex:
             if self._state == _STOPPED:
                 raise SchedulerStateError("the scheduler was stopped; create a new one")
-            if job.name in self._entries:
-                raise DuplicateJobError(job.name)
-            entry = _Entry(job)
-            self._entries[job.name] = entry
+            entry = self._index.add(job)
             started = self._state == _RUNNING
         if started:
             try:
                 (state,) = self.backend.register([self._definition(job)])
             except BaseException:
-                with self._mutex:
-                    self._entries.pop(job.name, None)
+                self._index.discard(entry)
                 raise
             self._apply_state(entry, state)
             self._wake.set()
@@ -278,11 +259,11 @@ class Scheduler:
             raise
         _STARTED.add(self)
         self._hooks.log("info", "scheduler started", instance=self.instance_id,
-                        jobs=len(self._entries))
+                        jobs=len(self._index))
 
     def _register_all(self) -> None:
         with self._mutex:
-            entries = list(self._entries.values())
+            entries = self._index.entries()
             ops, self._pending_ops = self._pending_ops, []
         now = self.clock.now()
         states = self.backend.register([self._definition(e.job, now) for e in entries])
@@ -423,7 +404,7 @@ class Scheduler:
 
     def _manage(self, op: str, name: str) -> None:
         with self._mutex:
-            entry = self._entries.get(name)
+            entry = self._index.get(name)
             if self._state == _NEW:
                 if entry is None:
                     raise JobNotFoundError(name)
@@ -447,7 +428,7 @@ class Scheduler:
         :raises JobNotFoundError: no such job here or in the backend.
         """
         with self._mutex:
-            entry = self._entries.pop(name, None)
+            entry = self._index.remove(name)
             if self._state == _NEW:
                 if entry is None:
                     raise JobNotFoundError(name)
@@ -461,8 +442,7 @@ class Scheduler:
 
         :raises JobNotFoundError: this scheduler has no job of that name.
         """
-        with self._mutex:
-            entry = self._entries.get(name)
+        entry = self._index.get(name)
         if entry is None:
             raise JobNotFoundError(name)
         if self._state == _RUNNING:
@@ -473,8 +453,7 @@ class Scheduler:
 
     def jobs(self) -> list[Job]:
         """This scheduler's jobs, sorted by name, with fresh metadata (one backend call)."""
-        with self._mutex:
-            entries = sorted(self._entries.values(), key=lambda e: e.job.name)
+        entries = sorted(self._index.entries(), key=lambda e: e.job.name)
         if self._state == _RUNNING and entries:
             states = self.backend.get_states([e.job.name for e in entries])
             for entry, state in zip(entries, states):
@@ -567,24 +546,16 @@ class Scheduler:
     def _restore(self, requests: list[ClaimRequest]) -> None:
         """Put requests whose claim failed back in the local index, to be asked again."""
         for request in requests:
-            with self._mutex:
-                entry = self._entries.get(request.job_name)
+            entry = self._index.get(request.job_name)
             if entry is not None and entry.due_ms is None:
                 self._set_due(entry, request.expected_due_ms, request.expected_next_run_ms)
 
     def _due_requests(self, now_ms: int, limit: int) -> list[ClaimRequest]:
-        requests: list[ClaimRequest] = []
-        with self._mutex:
-            while self._heap and len(requests) < limit and self._heap[0][0] <= now_ms:
-                due, name = heapq.heappop(self._heap)
-                entry = self._entries.get(name)
-                if entry is None or entry.due_ms != due or entry.running:
-                    continue  # stale index entry
-                entry.due_ms = None  # in flight; the answer tells what comes next
-                requests.append(self._request(entry, due, now_ms))
-        return requests
+        # Taken out of the index while in flight; the answer tells what comes next.
+        return [self._request(entry, due, now_ms)
+                for entry, due in self._index.take_due(now_ms, limit)]
 
-    def _request(self, entry: _Entry, due: int, now_ms: int) -> ClaimRequest:
+    def _request(self, entry: IndexEntry, due: int, now_ms: int) -> ClaimRequest:
         job = entry.job
         scheduled: Optional[int] = None
         following: Optional[int] = None
@@ -610,8 +581,7 @@ class Scheduler:
         if batch.refused or batch.due:
             claimed = {claim.job_name for claim in batch.claims}
             for due in batch.refused + batch.due:
-                with self._mutex:
-                    entry = self._entries.get(due.name)
+                entry = self._index.get(due.name)
                 if entry is not None and due.name not in claimed:
                     self._apply_due(entry, due)
         for name in batch.skipped:
@@ -624,13 +594,9 @@ class Scheduler:
                             "recovery is exhausted or disabled", job=name)
 
     def _start_claim(self, claim: Claim, sent: float) -> None:
-        with self._mutex:
-            entry = self._entries.get(claim.job_name)
-            if entry is None:  # removed here while claiming: the backend dropped it too
-                return
-            entry.running += 1
-            entry.job._local_runs = entry.running
-            entry.due_ms = None
+        entry = self._index.run_started(claim.job_name)
+        if entry is None:  # removed here while claiming: the backend dropped it too
+            return
         job = entry.job
         deadline = None if job.timeout is None else self.clock.monotonic() + job.timeout
         ctx = JobContext(
@@ -658,7 +624,7 @@ class Scheduler:
         delay = self.config.tick_seconds
         if self.executor.free_slots() > 0:
             delay -= self.clock.monotonic() - self._last_poll
-            top = self._heap_top_valid()
+            top = self._index.earliest()
             if top is not None:
                 # Not from whole milliseconds: rounding now down would wake up to 1 ms late.
                 backend_now = self.clock.time() + self._offset_ms / 1000
@@ -667,18 +633,6 @@ class Scheduler:
         if deadline is not None:
             delay = min(delay, deadline - self.clock.monotonic())
         return max(0.0, delay)
-
-    def _heap_top_valid(self) -> Optional[int]:
-        """The earliest due time in the local index, dropping stale entries on the way."""
-        with self._mutex:
-            while self._heap:
-                due, name = self._heap[0]
-                entry = self._entries.get(name)
-                if entry is None or entry.due_ms != due or entry.running:
-                    heapq.heappop(self._heap)
-                    continue
-                return due
-        return None
 
     def _tick_loop(self) -> None:
         while not self._stopping:
@@ -703,14 +657,7 @@ class Scheduler:
     # -- outcomes ----------------------------------------------------------------------------
 
     def _on_run_done(self, run: Run, error: Optional[BaseException], duration: float) -> None:
-        with self._mutex:
-            entry = self._entries.get(run.job.name)
-            if entry is not None:
-                entry.running = max(0, entry.running - 1)
-                entry.job._local_runs = entry.running
-                if not entry.running and entry.due_ms is not None:
-                    # Its due time was learnt while the handler still ran: index it now.
-                    heapq.heappush(self._heap, (entry.due_ms, entry.job.name))
+        self._index.run_ended(run.job.name)
         if run.settled:
             self._hooks.log("warning", "a cancelled handler returned after its outcome was "
                             "settled; its worker is free again", job=run.job.name,
@@ -786,8 +733,7 @@ class Scheduler:
                 self._flushing = False
 
     def _after_finish(self, run: Run, state: Optional[JobState]) -> None:
-        with self._mutex:
-            entry = self._entries.get(run.job.name)
+        entry = self._index.get(run.job.name)
         if entry is None:
             return
         if state is None:  # stale: learn the current state from the backend
@@ -799,11 +745,11 @@ class Scheduler:
 
     # -- the local index ---------------------------------------------------------------------
 
-    def _apply_state(self, entry: _Entry, state: JobState) -> None:
+    def _apply_state(self, entry: IndexEntry, state: JobState) -> None:
         entry.job._saw(state)
         self._set_due(entry, state.due_ms, state.next_run_ms)
 
-    def _apply_due(self, entry: _Entry, due: DueEntry) -> None:
+    def _apply_due(self, entry: IndexEntry, due: DueEntry) -> None:
         if due.missing:
             if due.removed:
                 self._drop(entry, "removed by another scheduler of the group")
@@ -812,27 +758,21 @@ class Scheduler:
             return
         self._set_due(entry, due.due_ms, due.next_run_ms)
 
-    def _set_due(self, entry: _Entry, due_ms: Optional[int], next_run_ms: Optional[int]) -> None:
+    def _set_due(self, entry: IndexEntry, due_ms: Optional[int],
+                 next_run_ms: Optional[int]) -> None:
         if due_ms is not None and next_run_ms is not None and self._backend_now_ms() < \
                 next_run_ms < due_ms:
             # An occurrence runs elsewhere (due = its lease expiry) and the job was advanced
             # to its following occurrence: ask for that one on time. If the run is still
             # going then, the refusal brings the lease expiry back.
             due_ms = next_run_ms
-        with self._mutex:
-            entry.next_run_ms = next_run_ms
-            entry.due_ms = due_ms
-            # A job whose handler still runs (timed out) is indexed again when it returns.
-            if due_ms is not None and not entry.running:
-                heapq.heappush(self._heap, (due_ms, entry.job.name))
+        self._index.set_due(entry, due_ms, next_run_ms)
 
-    def _drop(self, entry: _Entry, why: str) -> None:
-        with self._mutex:
-            if self._entries.get(entry.job.name) is entry:
-                del self._entries[entry.job.name]
+    def _drop(self, entry: IndexEntry, why: str) -> None:
+        self._index.discard(entry)
         self._hooks.log("info", "job dropped", job=entry.job.name, reason=why)
 
-    def _rebuild(self, entries: list[_Entry]) -> None:
+    def _rebuild(self, entries: list[IndexEntry]) -> None:
         """Re-create jobs the backend lost (data loss, corrupt state), continuing from what
         this instance last saw so that an occurrence it already ran does not run again."""
         definitions = []
