@@ -36,7 +36,6 @@ from .backends.base import (
     DueEntry,
     JobDefinition,
     JobState,
-    Outcome,
 )
 from .backends.memory import MemoryBackend
 from .clock import Clock, SystemClock
@@ -49,7 +48,7 @@ from .errors import (
     JobNotFoundError,
     SchedulerStateError,
 )
-from .executor import DefaultJobExecutor, Run, describe_error
+from .executor import DefaultJobExecutor, Run
 from .job import Job
 from .lock import DistributedLock
 from .observability import (
@@ -59,8 +58,8 @@ from .observability import (
     SafeHooks,
     StandardLogger,
 )
-from .retry import RetryPolicy
-from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule, latest_due
+from .outcomes import OutcomeQueue, decide_outcome
+from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule, latest_due_ms
 
 __all__ = ["Scheduler", "ShutdownReport"]
 
@@ -143,9 +142,7 @@ class Scheduler:
         self._tick_thread: Optional[threading.Thread] = None
         self._offset_ms = 0  # backend clock minus ours, learnt from every claim answer
         self._last_poll = float("-inf")
-        self._outcomes: list[tuple[Run, Outcome]] = []
-        self._flushing = False
-        self._outcome_lock = threading.Lock()
+        self._outcomes = OutcomeQueue(self.lock.finish, self._after_finish)
         self._failures = 0
 
     @classmethod
@@ -334,7 +331,7 @@ class Scheduler:
             run.context.token.cancel("scheduler shutting down")
         # The backend may be down: shutting down must still finish, and what cannot be
         # recorded now is recovered by another instance when its leases expire.
-        self._best_effort("record the last outcomes", self._flush_outcomes)
+        self._best_effort("record the last outcomes", self._outcomes.flush)
         self._hand_back(handed_back)
         self.lock.stop_refresher()
         self.executor.shutdown()
@@ -473,7 +470,7 @@ class Scheduler:
             raise SchedulerStateError("run_pending() needs a started scheduler")
         for run in self.executor.expire_overdue(self.clock.monotonic()):
             self._settle_timeout(run)
-        self._flush_outcomes()
+        self._outcomes.flush()
         if not self._claim_for_free_slots():
             # A worker is claiming; it wakes this thread if it leaves anything to do sooner.
             return self.config.tick_seconds
@@ -560,7 +557,7 @@ class Scheduler:
         scheduled: Optional[int] = None
         following: Optional[int] = None
         if entry.next_run_ms is not None and entry.next_run_ms <= now_ms:
-            scheduled, following = _coalesce(job.schedule, entry.next_run_ms, now_ms)
+            scheduled, following = latest_due_ms(job.schedule, entry.next_run_ms, now_ms)
         grace = job.misfire_grace_time
         if grace is None:
             grace = self.config.misfire_grace_seconds
@@ -663,74 +660,14 @@ class Scheduler:
                             "settled; its worker is free again", job=run.job.name,
                             seconds=round(duration, 3))
         else:
-            self._report(run, self._outcome(run, error, duration))
+            self._outcomes.report(run, decide_outcome(run, error, duration, self._hooks))
 
     def _settle_timeout(self, run: Run) -> None:
         self._hooks.log("warning", "job timed out and was cancelled; its worker stays busy "
                         "until the handler returns", job=run.job.name, attempt=run.claim.attempt)
         timeout = run.job.timeout or 0.0
-        self._report(run, self._outcome(run, None, timeout, timed_out=True))
-
-    def _outcome(self, run: Run, error: Optional[BaseException], duration: float,
-                 *, timed_out: bool = False) -> Outcome:
-        job, attempt = run.job, run.claim.attempt
-        if error is None and not timed_out:
-            self._hooks.metric("job_completed", job.name, duration)
-            if self._hooks.logs("info"):
-                self._hooks.log("info", "job succeeded", job=job.name, attempt=attempt,
-                                seconds=round(duration, 4))
-            return Outcome(run.lease, True, duration=duration)
-        text = (f"timed out after {job.timeout:g} s" if timed_out
-                else describe_error(error) if error is not None else "failed")
-        self._hooks.metric("job_failed", job.name, text)
-        policy: Optional[RetryPolicy] = job.retry_policy
-        retry = policy is not None and policy.should_retry(attempt, error)
-        fields: dict[str, object] = {"job": job.name, "attempt": attempt, "error": text}
-        if error is not None:
-            fields["exc_info"] = error
-        if retry and policy is not None:
-            delay = policy.delay(attempt)
-            self._hooks.metric("job_retried", job.name, attempt + 1, delay)
-            self._hooks.log("warning", "job failed; will retry", retry_in=round(delay, 3),
-                            **fields)
-            return Outcome(run.lease, False, text, duration, retry_delay_ms=int(delay * 1000))
-        self._hooks.log("error", "job failed", **fields)
-        return Outcome(run.lease, False, text, duration)
-
-    def _report(self, run: Run, outcome: Outcome) -> None:
-        with self._outcome_lock:
-            self._outcomes.append((run, outcome))
-            if self._flushing:
-                return  # the thread flushing sends it with the next batch
-            self._flushing = True
-        self._drain_outcomes()
-
-    def _flush_outcomes(self) -> None:
-        """Send queued outcomes in batches; whoever finds the queue idle drains it."""
-        with self._outcome_lock:
-            if self._flushing or not self._outcomes:
-                return
-            self._flushing = True
-        self._drain_outcomes()
-
-    def _drain_outcomes(self) -> None:
-        try:
-            while True:
-                with self._outcome_lock:
-                    batch, self._outcomes = self._outcomes, []
-                if not batch:
-                    return
-                try:
-                    states = self.lock.finish([outcome for _, outcome in batch])
-                except Exception:
-                    with self._outcome_lock:  # keep them; the tick retries
-                        self._outcomes[:0] = batch
-                    raise
-                for (run, _), state in zip(batch, states):
-                    self._after_finish(run, state)
-        finally:
-            with self._outcome_lock:
-                self._flushing = False
+        self._outcomes.report(run, decide_outcome(run, None, timeout, self._hooks,
+                                                  timed_out=True))
 
     def _after_finish(self, run: Run, state: Optional[JobState]) -> None:
         entry = self._index.get(run.job.name)
@@ -791,29 +728,6 @@ class Scheduler:
 
     def _backend_now_ms(self) -> int:
         return int(self.clock.time() * 1000) + self._offset_ms
-
-
-def _coalesce(schedule: Schedule, first_ms: int, now_ms: int) -> tuple[int, Optional[int]]:
-    """The latest occurrence from ``first_ms`` up to ``now_ms``, and the one after it."""
-    if type(schedule) is OnceSchedule:
-        return first_ms, None
-    step = _whole_ms_interval(schedule)
-    if step:  # the common case, without datetime arithmetic: this runs per occurrence
-        latest = first_ms + (now_ms - first_ms) // step * step
-        return latest, latest + step
-    latest_at, after = latest_due(schedule, from_ms(first_ms), from_ms(now_ms))
-    return to_ms(latest_at), None if after is None else to_ms(after)
-
-
-def _whole_ms_interval(schedule: Schedule) -> int:
-    """The interval in ms of an ``IntervalSchedule`` whose grid falls on whole ms, else 0."""
-    if type(schedule) is not IntervalSchedule:
-        return 0
-    micros = round(schedule.every * 1_000_000)
-    start = schedule.start_at
-    if micros % 1000 or (start is not None and start.microsecond % 1000):
-        return 0
-    return micros // 1000
 
 
 #: Started schedulers, so that a forked child can disarm its copies of them.

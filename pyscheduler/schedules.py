@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Mapping, Optional, Protocol, runtime_checkable
 
-from ._time import Duration, checked_utc, to_seconds, to_us
+from ._time import Duration, checked_utc, from_ms, to_ms, to_seconds, to_us
 from .cron import CronSchedule
 from .errors import InvalidScheduleError
 
@@ -24,6 +24,7 @@ __all__ = [
     "OnceSchedule",
     "Schedule",
     "latest_due",
+    "latest_due_ms",
     "schedule_from_description",
 ]
 
@@ -182,6 +183,30 @@ def latest_due(
         latest = _walk_latest(schedule, start, end)
     following = schedule.next_after(latest)
     return latest, None if following is None else checked_utc(following, "next_after()")
+
+
+def latest_due_ms(schedule: Schedule, first_ms: int, now_ms: int) -> tuple[int, Optional[int]]:
+    """:func:`latest_due` in epoch milliseconds: the latest occurrence from ``first_ms`` up to
+    ``now_ms``, and the one after it (``None``: no more)."""
+    if type(schedule) is OnceSchedule:
+        return first_ms, None
+    step = _whole_ms_interval(schedule)
+    if step:  # the common case, without datetime arithmetic: this runs per occurrence
+        latest = first_ms + (now_ms - first_ms) // step * step
+        return latest, latest + step
+    latest_at, after = latest_due(schedule, from_ms(first_ms), from_ms(now_ms))
+    return to_ms(latest_at), None if after is None else to_ms(after)
+
+
+def _whole_ms_interval(schedule: Schedule) -> int:
+    """The interval in ms of an ``IntervalSchedule`` whose grid falls on whole ms, else 0."""
+    if type(schedule) is not IntervalSchedule:
+        return 0
+    micros = round(schedule.every * 1_000_000)
+    start = schedule.start_at
+    if micros % 1000 or (start is not None and start.microsecond % 1000):
+        return 0
+    return micros // 1000
 
 
 def _walk_latest(schedule: Schedule, first: datetime, now: datetime) -> datetime:

@@ -1,0 +1,105 @@
+"""What the end of an attempt means, and the queue that records it in the backend.
+
+:func:`decide_outcome` turns a handler's return (or exception, or timeout) into an
+:class:`~pyscheduler.backends.base.Outcome`: success, a retry after the policy's delay, or a
+failure, reported to the metrics and logs on the way. :class:`OutcomeQueue` records outcomes
+in batches: whichever thread finds it idle sends what is queued, with whatever other workers
+queue meanwhile, and the others go on at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional, Sequence
+
+from .backends.base import JobState, Outcome
+from .executor import Run, describe_error
+from .observability import SafeHooks
+from .retry import RetryPolicy
+
+__all__ = ["OutcomeQueue", "decide_outcome"]
+
+
+def decide_outcome(run: Run, error: Optional[BaseException], duration: float,
+                   hooks: SafeHooks, *, timed_out: bool = False) -> Outcome:
+    """The outcome of ``run``'s attempt: ``error`` is what its handler raised (``None`` on
+    success); ``timed_out`` says it was settled at its deadline instead."""
+    job, attempt = run.job, run.claim.attempt
+    if error is None and not timed_out:
+        hooks.metric("job_completed", job.name, duration)
+        if hooks.logs("info"):
+            hooks.log("info", "job succeeded", job=job.name, attempt=attempt,
+                      seconds=round(duration, 4))
+        return Outcome(run.lease, True, duration=duration)
+    text = (f"timed out after {job.timeout:g} s" if timed_out
+            else describe_error(error) if error is not None else "failed")
+    hooks.metric("job_failed", job.name, text)
+    policy: Optional[RetryPolicy] = job.retry_policy
+    retry = policy is not None and policy.should_retry(attempt, error)
+    fields: dict[str, object] = {"job": job.name, "attempt": attempt, "error": text}
+    if error is not None:
+        fields["exc_info"] = error
+    if retry and policy is not None:
+        delay = policy.delay(attempt)
+        hooks.metric("job_retried", job.name, attempt + 1, delay)
+        hooks.log("warning", "job failed; will retry", retry_in=round(delay, 3), **fields)
+        return Outcome(run.lease, False, text, duration, retry_delay_ms=int(delay * 1000))
+    hooks.log("error", "job failed", **fields)
+    return Outcome(run.lease, False, text, duration)
+
+
+#: ``finish(outcomes)``: records them, returning each job's new state (``None``: stale).
+Finish = Callable[[Sequence[Outcome]], Sequence[Optional[JobState]]]
+#: ``recorded(run, state)``: called for each recorded outcome, in order.
+Recorded = Callable[[Run, Optional[JobState]], None]
+
+
+class OutcomeQueue:
+    """Outcomes waiting to be recorded, sent in batches.
+
+    :param finish: records a batch (one backend call).
+    :param recorded: told the new state of each run's job once its batch is recorded.
+    """
+
+    def __init__(self, finish: Finish, recorded: Recorded) -> None:
+        self._finish = finish
+        self._recorded = recorded
+        self._queue: list[tuple[Run, Outcome]] = []
+        self._sending = False
+        self._lock = threading.Lock()
+
+    def report(self, run: Run, outcome: Outcome) -> None:
+        """Queue ``outcome``, and send the queue unless another thread is sending it."""
+        with self._lock:
+            self._queue.append((run, outcome))
+            if self._sending:
+                return  # the thread sending takes it with its next batch
+            self._sending = True
+        self._drain()
+
+    def flush(self) -> None:
+        """Send what is queued (outcomes a failed send kept), unless it is being sent."""
+        with self._lock:
+            if self._sending or not self._queue:
+                return
+            self._sending = True
+        self._drain()
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                if not batch:
+                    return
+                try:
+                    states = self._finish([outcome for _, outcome in batch])
+                except Exception:
+                    with self._lock:  # keep them for the next flush (the tick retries)
+                        self._queue[:0] = batch
+                    raise
+                for (run, _), state in zip(batch, states):
+                    self._recorded(run, state)
+        finally:
+            with self._lock:
+                self._sending = False
