@@ -210,10 +210,6 @@ class DefaultJobExecutor:
                     return
                 run = self._ready.popleft()
             self._run(run)
-            try:
-                self._on_free()
-            except Exception:  # the scheduler's tick still claims for this slot
-                self._hooks.log("error", "on_free failed", traceback=traceback.format_exc())
             recorded = True
 
     def _run(self, run: Run) -> None:
@@ -234,14 +230,18 @@ class DefaultJobExecutor:
             self._hooks.log("error", "recording a job's result failed; the next tick "
                             "retries it", job=run.job.name,
                             traceback=traceback.format_exc())
-        finally:
-            with self._mutex:
-                self._unfinished.pop(run.claim.owner, None)
-                if not self._unfinished:
-                    self._idle.notify_all()
-                done = run.done
-            if done is not None:
-                done.set()
+        try:
+            # Before the run counts as over: on_free may be what records its result.
+            self._on_free()
+        except BaseException:  # the scheduler's tick still claims for this slot
+            self._hooks.log("error", "on_free failed", traceback=traceback.format_exc())
+        with self._mutex:
+            self._unfinished.pop(run.claim.owner, None)
+            if not self._unfinished:
+                self._idle.notify_all()
+            done = run.done
+        if done is not None:
+            done.set()
 
 
 def describe_error(error: BaseException) -> str:

@@ -77,12 +77,31 @@ class DistributedLock:
         """
         sent = self._clock.monotonic()
         batch = self.backend.claim(instance_id, requests, self._lease_ms(), peek)
+        self._acquired(batch)
+        return batch, sent
+
+    def finish_and_acquire(
+        self, outcomes: Sequence[Outcome], instance_id: str, requests: Sequence[ClaimRequest],
+        peek: int,
+    ) -> tuple[list[Optional[JobState]], ClaimBatch, float]:
+        """:meth:`finish` then :meth:`acquire`, in one backend call where the backend offers
+        ``finish_and_claim`` (see :mod:`pyscheduler.backends.base`)."""
+        combined = getattr(self.backend, "finish_and_claim", None)
+        if combined is None or not outcomes:
+            states = self.finish(outcomes) if outcomes else []
+            return (states, *self.acquire(instance_id, requests, peek))
+        sent = self._clock.monotonic()
+        states, batch = combined(outcomes, instance_id, requests, self._lease_ms(), peek)
+        self._finished(outcomes, states)
+        self._acquired(batch)
+        return states, batch, sent
+
+    def _acquired(self, batch: ClaimBatch) -> None:
         for claim in batch.claims:
             self._hooks.metric("lock_acquired", claim.job_name)
         for entry in batch.refused:
             if entry.due_ms is not None:
                 self._hooks.metric("lock_contended", entry.name)
-        return batch, sent
 
     def hold(self, lease: Lease, token: CancellationToken, sent: float) -> None:
         """Keep ``lease`` alive until :meth:`finish` or :meth:`interrupt`; cancel ``token``
@@ -101,6 +120,10 @@ class DistributedLock:
             as stale (another owner took the occurrence over); that is logged here.
         """
         states = self.backend.finish(outcomes)
+        self._finished(outcomes, states)
+        return states
+
+    def _finished(self, outcomes: Sequence[Outcome], states: Sequence[Optional[JobState]]) -> None:
         with self._mutex:
             for outcome in outcomes:
                 self._held.pop(outcome.lease.owner, None)
@@ -109,7 +132,6 @@ class DistributedLock:
                 self._hooks.log("warning", "stale completion dropped: the occurrence was taken "
                                 "over or removed", job=outcome.lease.job_name,
                                 fence=outcome.lease.fence)
-        return states
 
     def interrupt(self, leases: Sequence[Lease]) -> None:
         """Give up running occurrences (at shutdown) so that another instance recovers them."""

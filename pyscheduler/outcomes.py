@@ -4,7 +4,9 @@
 :class:`~pyscheduler.backends.base.Outcome`: success, a retry after the policy's delay, or a
 failure, reported to the metrics and logs on the way. :class:`OutcomeQueue` records outcomes
 in batches: whichever thread finds it idle sends what is queued, with whatever other workers
-queue meanwhile, and the others go on at once.
+queue meanwhile, and the others go on at once. A claim may also carry the queue along
+(:meth:`OutcomeQueue.take`), so that a worker records its result and claims its next
+occurrence in one backend call.
 """
 
 from __future__ import annotations
@@ -76,6 +78,35 @@ class OutcomeQueue:
                 return  # the thread sending takes it with its next batch
             self._sending = True
         self._drain()
+
+    def add(self, run: Run, outcome: Outcome) -> None:
+        """Queue ``outcome`` without sending it: a claim that follows takes it along."""
+        with self._lock:
+            self._queue.append((run, outcome))
+
+    def take(self) -> list[tuple[Run, Outcome]]:
+        """Take the queue to send it along with something else, unless it is being sent
+        (then the sender takes what is queued too); call :meth:`sent` or :meth:`failed`."""
+        with self._lock:
+            if self._sending or not self._queue:
+                return []
+            self._sending = True
+            batch, self._queue = self._queue, []
+            return batch
+
+    def sent(self, batch: list[tuple[Run, Outcome]], states: Sequence[Optional[JobState]]
+             ) -> None:
+        """``batch`` (from :meth:`take`) was recorded, giving ``states``."""
+        with self._lock:
+            self._sending = False
+        for (run, _), state in zip(batch, states):
+            self._recorded(run, state)
+
+    def failed(self, batch: list[tuple[Run, Outcome]]) -> None:
+        """Sending ``batch`` (from :meth:`take`) failed: queue it again, first."""
+        with self._lock:
+            self._queue[:0] = batch
+            self._sending = False
 
     def flush(self) -> None:
         """Send what is queued (outcomes a failed send kept), unless it is being sent."""

@@ -135,6 +135,7 @@ class Scheduler:
         self._mutex = threading.RLock()
         self._claim_lock = threading.Lock()
         self._claim_wanted = False
+        self._workers_claim = False  # started in the background: see _claim_for_free_worker
         self._tick_wakes_at = math.inf  # monotonic; when the sleeping tick wakes by itself
         self._state = _NEW
         self._stopping = False
@@ -274,6 +275,7 @@ class Scheduler:
         # child (gunicorn --preload) can re-create them.
         cfg = self.config
         self.lock.configure(cfg.lock_ttl_seconds, cfg.refresh_seconds, self.clock)
+        self._workers_claim = background
         on_free = self._claim_for_free_worker if background else self._wake.set
         self.executor.start(cfg.max_concurrent, self._on_run_done, self.clock, on_free=on_free)
         if not background:
@@ -500,6 +502,7 @@ class Scheduler:
                     self._claim_and_start(free)
             finally:
                 self._claim_lock.release()
+        self._outcomes.flush()  # results queued meanwhile that no claim took along
         return claimed
 
     def _claim_for_free_worker(self) -> None:
@@ -512,7 +515,13 @@ class Scheduler:
         earlier timeout started since).
         """
         if self._stopping or self._failures:
-            return  # while the backend fails, the tick alone retries (and backs off)
+            # While the backend fails the tick alone claims (and backs off); this run's
+            # result is recorded now if it can be, else by the tick or stop().
+            try:
+                self._outcomes.flush()
+            except Exception:
+                pass  # kept queued; the tick's failures are what gets logged
+            return
         try:
             if not self._claim_for_free_slots():
                 return  # the claimer does the rest
@@ -531,12 +540,17 @@ class Scheduler:
         if not requests and now - self._last_poll < self.config.tick_seconds:
             return  # nothing due here, and the backend was asked recently
         self._last_poll = now
+        # Results waiting to be recorded go along: one backend call records them and claims.
+        outcomes = self._outcomes.take()
         try:
-            batch, sent = self.lock.acquire(self.instance_id, requests,
-                                            peek=free - len(requests))
+            states, batch, sent = self.lock.finish_and_acquire(
+                [outcome for _, outcome in outcomes], self.instance_id, requests,
+                peek=free - len(requests))
         except BaseException:
+            self._outcomes.failed(outcomes)
             self._restore(requests)
             raise
+        self._outcomes.sent(outcomes, states)
         self._offset_ms = batch.now_ms - int(self.clock.time() * 1000)
         self._apply_batch(batch, sent)
 
@@ -659,6 +673,9 @@ class Scheduler:
             self._hooks.log("warning", "a cancelled handler returned after its outcome was "
                             "settled; its worker is free again", job=run.job.name,
                             seconds=round(duration, 3))
+        elif self._workers_claim:
+            # Recorded along with the claim this worker makes next (see _claim_and_start).
+            self._outcomes.add(run, decide_outcome(run, error, duration, self._hooks))
         else:
             self._outcomes.report(run, decide_outcome(run, error, duration, self._hooks))
 

@@ -23,6 +23,7 @@ from pyscheduler import (
     OnceSchedule,
     RetryPolicy,
     RetryStrategy,
+    Scheduler,
     SchedulerStateError,
 )
 
@@ -757,23 +758,31 @@ class TickWaits(FakeClock):
             return found
 
 
+def run_burst(clock: FakeClock, backend: MemoryBackend, jobs: int = 40,
+              workers: int = 2) -> tuple[Scheduler, Recorder]:
+    """Start a scheduler with ``jobs`` one-time jobs due in a second, on ``workers`` workers;
+    move the clock to their instant and wait until every one of them has started."""
+    done = threading.Semaphore(0)
+    recorder = Recorder(lambda ctx: done.release())
+    scheduler = stepped(clock, backend, max_concurrent=workers)
+    for n in range(jobs):
+        scheduler.register(Job(f"job-{n}", OnceSchedule(START + timedelta(seconds=1)), recorder))
+    scheduler.start()
+    clock.advance(1)
+    for _ in range(jobs):
+        assert done.acquire(timeout=WAIT)
+    return scheduler, recorder
+
+
 def test_freed_workers_claim_the_rest_of_a_burst_themselves(clock):
     # Given two workers and 40 one-time jobs due at the same instant, on a started scheduler
     # whose tick would sleep a whole tick interval once both workers are busy
     backend = ClaimThreads(clock)
-    done = threading.Semaphore(0)
-    recorder = Recorder(lambda ctx: done.release())
-    scheduler = stepped(clock, backend, max_concurrent=2)
-    for n in range(40):
-        scheduler.register(Job(f"job-{n}", OnceSchedule(START + timedelta(seconds=1)), recorder))
-    scheduler.start()
 
     # When the instant comes (and the clock stands still after it)
-    clock.advance(1)
+    scheduler, recorder = run_burst(clock, backend)
 
-    # Then every job runs once: the workers claimed the occurrences the tick had no slot for
-    for _ in range(40):
-        assert done.acquire(timeout=WAIT)
+    # Then every job ran once: the workers claimed the occurrences the tick had no slot for
     scheduler.stop()
     counts = recorder.occurrences()
     assert len(counts) == 40 and set(counts.values()) == {1}
@@ -907,4 +916,31 @@ def test_a_worker_whose_claim_fails_leaves_the_retry_to_the_tick(clock, caplog):
     assert "claiming for a free worker failed" in caplog.text or \
         "tick failed" in caplog.text
     assert [call[0] for call in second.calls] == ["second"]
+    scheduler.stop()
+
+
+def test_a_freed_worker_records_its_result_with_its_next_claim(clock):
+    # Given two workers, 40 one-time jobs due at once, and a backend counting its calls
+    class Counting(MemoryBackend):
+        def __init__(self, clock: FakeClock) -> None:
+            super().__init__(clock)
+            self.combined_outcomes: list[int] = []
+
+        def finish_and_claim(self, outcomes, instance_id, requests, lease_ms, peek):
+            self.combined_outcomes.append(len(outcomes))
+            return super().finish_and_claim(outcomes, instance_id, requests, lease_ms, peek)
+
+    backend = Counting(clock)
+
+    # When the instant comes and every job has run
+    scheduler, _ = run_burst(clock, backend)
+    assert scheduler.wait_idle(WAIT)
+
+    # Then every result was recorded by the time wait_idle returned, most of them along with
+    # the claim their worker made next (one backend call for both)
+    states = backend.get_states([f"job-{n}" for n in range(40)])
+    assert [state.run_count for state in states] == [1] * 40
+    assert all(state.occurrence_status == "" for state in states)
+    carried = sum(backend.combined_outcomes)
+    assert carried >= 19
     scheduler.stop()

@@ -19,6 +19,11 @@ Every state change is one atomic transition:
 - :meth:`Backend.interrupt` gives up running occurrences at shutdown so another instance
   recovers them at once rather than after the lease runs out.
 
+A backend may also offer ``finish_and_claim(outcomes, instance_id, requests, lease_ms, peek)
+-> (states, batch)``: :meth:`Backend.finish` then :meth:`Backend.claim` in one call (one round
+trip), which a worker that just finished a run uses to record it and claim its next
+occurrence. Without it, the scheduler makes the two calls.
+
 A job's *due time* is derived from its state and kept in a sorted index so that finding due
 work is cheap with 100,000 jobs:
 

@@ -216,6 +216,13 @@ class MemoryBackend:
                        if entry.name not in requested][:peek]
             return ClaimBatch(claims, refused, due, skipped, abandoned, now)
 
+    def finish_and_claim(
+        self, outcomes: Sequence[Outcome], instance_id: str, requests: Sequence[ClaimRequest],
+        lease_ms: int, peek: int,
+    ) -> tuple[list[Optional[JobState]], ClaimBatch]:
+        """:meth:`finish` then :meth:`claim`."""
+        return self.finish(outcomes), self.claim(instance_id, requests, lease_ms, peek)
+
     def _claim_one(
         self,
         record: _Record,

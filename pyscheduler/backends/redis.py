@@ -263,18 +263,29 @@ class RedisBackend:
     def claim(
         self, instance_id: str, requests: Sequence[ClaimRequest], lease_ms: int, peek: int
     ) -> ClaimBatch:
+        return self.finish_and_claim((), instance_id, requests, lease_ms, peek)[1]
+
+    def finish_and_claim(
+        self, outcomes: Sequence[Outcome], instance_id: str, requests: Sequence[ClaimRequest],
+        lease_ms: int, peek: int,
+    ) -> tuple[list[Optional[JobState]], ClaimBatch]:
+        """:meth:`finish` then :meth:`claim`, in one script call (one round trip)."""
         rows = [[request.job_name, request.owner, int(request.expected_due_ms),
                  _opt(request.expected_next_run_ms), _opt(request.scheduled_ms),
                  _opt(request.following_ms), _opt(request.misfire_grace_ms),
                  int(request.max_recoveries)] for request in requests]
         args: list[_Arg] = [max(1, int(lease_ms)), max(0, int(peek)), self._job_prefix,
                             self._lease_prefix, _json(rows)]
-        reply = self._call("claim", [request.job_name for request in requests], args)
+        finished = [outcome.lease.job_name for outcome in outcomes]
+        if outcomes:
+            args.append(_json(_outcome_rows(outcomes)))
+        reply = self._call("claim", [request.job_name for request in requests] + finished,
+                           args)
 
         def batch() -> ClaimBatch:
             # One JSON document; the script's empty lists come back as {} (cjson cannot tell
             # an empty array from an empty object).
-            now, claims, refused, due, skipped, abandoned = json.loads(_text(reply))
+            now, claims, refused, due, skipped, abandoned = json.loads(_text(reply[0]))
             return ClaimBatch(
                 claims=[_claim(row) for row in claims or ()],
                 refused=[_due_entry(row) for row in refused or ()],
@@ -284,7 +295,9 @@ class RedisBackend:
                 now_ms=int(now),
             )
 
-        return _parse_reply(self._address, batch)
+        claimed = _parse_reply(self._address, batch)
+        raws = _parse_reply(self._address, lambda: list(reply[1]))
+        return [self._state(name, raw) for name, raw in zip(finished, raws)], claimed
 
     # -- leases and outcomes -----------------------------------------------------------------
 
@@ -301,11 +314,8 @@ class RedisBackend:
     def finish(self, outcomes: Sequence[Outcome]) -> list[Optional[JobState]]:
         if not outcomes:
             return []
-        rows = [[outcome.lease.job_name, outcome.lease.owner, int(outcome.lease.fence),
-                 int(outcome.succeeded), _utf8(outcome.error), repr(float(outcome.duration)),
-                 _opt(outcome.retry_delay_ms)] for outcome in outcomes]
         names = [outcome.lease.job_name for outcome in outcomes]
-        raws = self._call("finish", names, [_json(rows)])
+        raws = self._call("finish", names, [_json(_outcome_rows(outcomes))])
         return [self._state(name, raw) for name, raw in zip(names, raws)]
 
     def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
@@ -451,6 +461,12 @@ def _text(value: object) -> str:
 
 def _opt(value: Optional[int]) -> _Arg:
     return "" if value is None else int(value)
+
+
+def _outcome_rows(outcomes: Sequence[Outcome]) -> list[list[Any]]:
+    return [[outcome.lease.job_name, outcome.lease.owner, int(outcome.lease.fence),
+             int(outcome.succeeded), _utf8(outcome.error), repr(float(outcome.duration)),
+             _opt(outcome.retry_delay_ms)] for outcome in outcomes]
 
 
 def _json(rows: list[list[Any]]) -> str:

@@ -584,3 +584,30 @@ def test_many_jobs_are_each_claimed_once_across_two_instances(backend, driver):
     # Then every job was claimed exactly once
     counts = Counter(c.job_name for c in claims[0] + claims[1])
     assert len(counts) == 1_000 and set(counts.values()) == {1}
+
+
+# -- finish and claim in one call --------------------------------------------------------------
+
+
+def test_finish_and_claim_records_first_then_claims(backend):
+    # Given one claimed occurrence, and another job due
+    first = claim_one(backend, regular(register_due(backend, "first")))
+    second = register_due(backend, "second")
+
+    # When its failure (retry at once) is recorded in the same call that claims the other job
+    # and peeks at what else is due
+    states, batch = backend.finish_and_claim(
+        [Outcome(lease_of(first), False, "boom", 0.25, retry_delay_ms=0)], "instance",
+        [regular(second)], LONG, 5)
+
+    # Then the outcome was recorded, as finish() records it ...
+    (after,) = states
+    assert after is not None and after.occurrence_status == "retry_wait"
+    assert after.run_count == 1 and after.last_error == "boom" and after.last_duration == 0.25
+    # ... before the claim, whose peek already sees the retry due
+    assert [c.job_name for c in batch.claims] == ["second"]
+    assert [d.name for d in batch.due] == ["first"]
+    # And a stale outcome is answered None, as finish() answers it
+    states, batch = backend.finish_and_claim(
+        [Outcome(lease_of(first), True)], "instance", [], LONG, 0)
+    assert states == [None] and batch.claims == []

@@ -455,3 +455,13 @@ def test_a_claim_for_an_occurrence_taken_elsewhere_is_refused_from_the_index_alo
     with caplog.at_level(logging.ERROR, logger="pyscheduler.redis"):
         assert backend.get_states(["job"]) == [None]
     assert "'job'" in caplog.text and client.exists(JOB_KEY) == 0
+
+
+def test_finish_and_claim_is_one_round_trip(backend, client):
+    states = register_due(backend, *(f"job-{i}" for i in range(10)))
+    held = backend.claim("i", [request(s) for s in states[:5]], LONG, 0).claims
+    evalsha, evals, loads = script_calls(client)
+    finished, batch = backend.finish_and_claim([Outcome(lease(c), True) for c in held], "i",
+                                               [request(s) for s in states[5:]], LONG, 0)
+    assert None not in finished and len(batch.claims) == 5
+    assert script_calls(client) == (evalsha + 1, evals, loads)

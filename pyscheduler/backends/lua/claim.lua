@@ -1,11 +1,13 @@
--- claim: claim each requested occurrence on its own, then peek at other due jobs.
--- KEYS: common layout, one (job, lease) pair per request
+-- claim: record the outcomes given, then claim each requested occurrence on its own, then
+-- peek at other due jobs.
+-- KEYS: common layout, one (job, lease) pair per request, then one per outcome
 -- ARGV: lease_ms, peek, job key prefix, lease key prefix (for the peeked jobs, which share
 --       the hash tag), then the requests as a JSON array of arrays of 8 values: name, owner,
 --       expected_due_ms, expected_next_run_ms, scheduled_ms, following_ms, misfire_grace_ms
---       ('' = none for the last four), max_recoveries
--- Returns {payload, corrupt}, payload being the JSON array
---   [now_ms, claims, refused, due, skipped, abandoned]:
+--       ('' = none for the last four), max_recoveries; optionally the outcomes to record
+--       first, as finish takes them
+-- Returns {{claimed, finished}, corrupt}: finished is what finish_outcomes returns for the
+-- outcomes, and claimed the JSON array [now_ms, claims, refused, due, skipped, abandoned]:
 --   claims[i] = {name, owner, fence, scheduled_ms, attempt, kind, claimed_at_ms, lease_ms}
 --   refused[i], due[i] = {name, due_ms, next_run_ms, missing (0/1), removed (0/1)}
 local lease_ms, peek = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -92,8 +94,15 @@ local function moved_past(req, key)
   return {req.name, due, next_run, 0, 0}
 end
 
+local rows = cjson.decode(ARGV[5])
+local finished = {}
+if ARGV[6] then
+  -- First, so that what they change (a retry due at once, a job settled) is what is claimed.
+  finished = finish_outcomes(cjson.decode(ARGV[6]), #rows, now_ms)
+end
+
 local requested, distinct = {}, 0
-for i, r in ipairs(cjson.decode(ARGV[5])) do
+for i, r in ipairs(rows) do
   local req = {
     name = r[1], owner = r[2], expected_due = tonumber(r[3]), expected_next = opt_int(r[4]),
     scheduled = opt_int(r[5]), following = opt_int(r[6]), grace = opt_int(r[7]),
@@ -143,4 +152,5 @@ if peek > 0 then
   end
 end
 
-return {cjson.encode({fmt(now_ms), claims, refused, due, skipped, abandoned}), corrupt}
+return {{cjson.encode({fmt(now_ms), claims, refused, due, skipped, abandoned}), finished},
+        corrupt}
