@@ -96,7 +96,8 @@ class DefaultJobExecutor:
     def start(self, max_concurrent: int, on_done: DoneCallback, clock: Clock,
               on_free: Callable[[], object] = lambda: None) -> None:
         """Create the pool; ``on_done`` receives every handler's result, and ``on_free`` is
-        called on the worker once that result was handed over, before it looks for more."""
+        called on the worker right after, before the run counts as over (for
+        :meth:`wait_idle`) and before the worker looks for another run."""
         self._clock = clock
         self._capacity = max_concurrent
         self._on_done = on_done
