@@ -11,7 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Mapping, Optional, Union
+from typing import Collection, Mapping, Optional, Union
 
 from ._time import to_seconds
 from .errors import ConfigError
@@ -92,27 +92,44 @@ class SchedulerConfig:
         return cls()
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, object]) -> SchedulerConfig:
-        """Build from a settings mapping.
+    def from_mapping(cls, settings: object, *,
+                     ignore: Collection[str] = ()) -> SchedulerConfig:
+        """Build from application settings.
 
-        Keys are field names, either as they are (``tick_interval``) or upper-cased with the
-        ``PYSCHEDULER_`` prefix (Flask style); other ``PYSCHEDULER_*`` keys are an error, other
-        keys are ignored so a whole Flask ``app.config`` can be passed.
+        ``settings`` is a mapping (Flask's ``app.config``, a dict) or an object whose
+        attributes are the settings (``django.conf.settings``). Keys are read in two forms:
+
+        - a field name as it is (``tick_interval``) or upper-cased with the ``PYSCHEDULER_``
+          prefix (``PYSCHEDULER_TICK_INTERVAL``, Flask style); other keys are ignored, so a
+          whole ``app.config`` can be passed;
+        - a ``PYSCHEDULER`` dict whose keys are field names in either case (Django style:
+          ``PYSCHEDULER = {"BACKEND_TYPE": "redis", ...}``).
+
+        :param ignore: more setting names (lower case, like ``"autostart"``) that the caller
+            reads itself; they are neither fields nor an error.
+        :raises ConfigError: an unknown ``PYSCHEDULER_*`` key or ``PYSCHEDULER`` dict key, a
+            ``PYSCHEDULER`` setting that is not a dict, or an invalid value.
         """
+        mapping = _settings_mapping(settings)
         fields = {f.name for f in dataclasses.fields(cls)}
+        known = fields | set(ignore)
         values: dict[str, object] = {}
         for key, value in mapping.items():
             if not isinstance(key, str):
                 continue
+            if key == "PYSCHEDULER":
+                values.update(_nested_settings(value, fields, known))
+                continue
             if key.startswith(_ENV_PREFIX):
                 name = key[len(_ENV_PREFIX):].lower()
-                if name not in fields:
+                if name not in known:
                     raise ConfigError(key, f"unknown setting; known: {sorted(fields)}")
             elif key in fields:
                 name = key
             else:
                 continue
-            values[name] = value
+            if name in fields:
+                values[name] = value
         return cls(**values)  # type: ignore[arg-type]
 
     @classmethod
@@ -152,6 +169,37 @@ class SchedulerConfig:
 _INT_FIELDS = ("max_concurrent", "redis_db")
 _OPTIONAL_FIELDS = ("redis_url", "misfire_grace_time", "instance_id")
 _FLOAT_FIELDS = ("tick_interval", "lock_ttl", "lock_refresh_interval", "misfire_grace_time")
+
+
+def _settings_mapping(settings: object) -> Mapping[str, object]:
+    if isinstance(settings, Mapping):
+        wrapped = settings.get("_wrapped")
+        if wrapped is not None and not any(
+                isinstance(key, str) and key.startswith("PYSCHEDULER") for key in settings):
+            # ``django.conf.settings.__dict__``: the settings live on the wrapped object.
+            return _settings_mapping(wrapped)
+        return settings
+    names = [name for name in dir(settings) if name.startswith("PYSCHEDULER")]
+    if not names and not hasattr(settings, "__dict__"):
+        raise ConfigError("settings", "expected a mapping (Flask's app.config, a dict) or a "
+                          "settings object (django.conf.settings), got "
+                          f"{type(settings).__name__}")
+    return {name: getattr(settings, name) for name in names}
+
+
+def _nested_settings(value: object, fields: set[str], known: set[str]) -> dict[str, object]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("PYSCHEDULER", "must be a dict of settings, e.g. "
+                          f"{{'BACKEND_TYPE': 'redis'}}; got {type(value).__name__}")
+    values: dict[str, object] = {}
+    for key, item in value.items():
+        name = key.lower() if isinstance(key, str) else None
+        if name is None or name not in known:
+            raise ConfigError(f"PYSCHEDULER[{key!r}]", "unknown setting; known: "
+                              f"{sorted(k.upper() for k in known)} (either case)")
+        if name in fields:
+            values[name] = item
+    return values
 
 
 def _parse_env(name: str, raw: str) -> object:

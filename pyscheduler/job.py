@@ -23,7 +23,8 @@ from .errors import InvalidJobError
 from .retry import RetryPolicy
 from .schedules import Schedule
 
-__all__ = ["Handler", "Job", "JobMetadata", "JobStatus", "MAX_NAME_LENGTH", "metadata_from_state"]
+__all__ = ["Handler", "Job", "JobMetadata", "JobStatus", "MAX_NAME_LENGTH", "around_handler",
+           "metadata_from_state"]
 
 #: A handler takes the run's :class:`JobContext`, or nothing. Its return value is ignored.
 Handler = Union[Callable[[JobContext], object], Callable[[], object]]
@@ -172,6 +173,30 @@ class Job:
         if self._takes_context:
             return self.handler(ctx)  # type: ignore[call-arg]
         return self.handler()  # type: ignore[call-arg]
+
+
+def around_handler(name: str, handler: Handler,
+                   around: Callable[[Callable[[], object]], object]) -> Callable[[JobContext], object]:
+    """A handler that calls ``handler`` (with the context if it takes one) through ``around``.
+
+    Framework integrations use it to run every handler inside their own scope (an
+    application context, database connection hygiene): ``around(call)`` must call
+    ``call()`` once and return its result.
+
+    :raises InvalidJobError: ``handler`` takes neither the context nor nothing.
+    """
+    takes_context = _takes_context(name, handler)
+
+    def wrapped(ctx: JobContext) -> object:
+        if takes_context:
+            return around(lambda: handler(ctx))  # type: ignore[call-arg]
+        return around(handler)  # type: ignore[arg-type]
+
+    wrapped.__name__ = getattr(handler, "__name__", "handler")
+    wrapped.__qualname__ = getattr(handler, "__qualname__", wrapped.__name__)
+    wrapped.__module__ = getattr(handler, "__module__", __name__)
+    wrapped.__wrapped__ = handler  # type: ignore[attr-defined]
+    return wrapped
 
 
 def _checked_name(name: object) -> str:

@@ -1,0 +1,217 @@
+"""Where this process sits among the processes that serve an application.
+
+Pre-forking servers (gunicorn, uWSGI) load the application once, sometimes in the *master*
+(``gunicorn --preload``, uWSGI without ``--lazy-apps``), and then fork their workers. Threads
+do not survive ``fork()``, and a scheduler running in the master would run every job there
+and none in the workers. This module tells which process this is
+(:func:`current_server`), starts a scheduler in each worker however the application was
+loaded (:func:`start_in_workers`), and stops it gracefully when the interpreter exits
+(:func:`stop_at_exit`). It does not import the servers: it only looks at what is loaded.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Callable, Optional
+
+from .errors import SchedulerStateError
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+__all__ = ["ServerProcess", "check_threads_enabled", "current_server", "start_in_workers",
+           "stop_at_exit"]
+
+_log = logging.getLogger("pyscheduler")
+
+MASTER, WORKER, STANDALONE = "master", "worker", "standalone"
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    """What :func:`current_server` found.
+
+    :ivar server: ``"gunicorn"``, ``"uwsgi"``, or ``None`` outside a known server.
+    :ivar role: ``"master"`` (a pre-forking server's master, which forks the workers later),
+        ``"worker"`` (a process that serves requests), or ``"standalone"`` (no known server).
+    :ivar workers: how many worker processes the server runs, when known.
+    """
+
+    server: Optional[str]
+    role: str
+    workers: Optional[int] = None
+
+    @property
+    def is_master(self) -> bool:
+        return self.role == MASTER
+
+    @property
+    def multi_process(self) -> bool:
+        """Whether other processes may serve the same application (unknown counts as yes)."""
+        return self.server is not None and self.workers != 1
+
+
+def current_server() -> ServerProcess:
+    """Which server process this is: a gunicorn or uWSGI master or worker, or neither."""
+    uwsgi = _uwsgi()
+    if uwsgi is not None:
+        worker_id = int(uwsgi.worker_id())
+        return ServerProcess("uwsgi", WORKER if worker_id > 0 else MASTER,
+                             int(getattr(uwsgi, "numproc", 0)) or None)
+    if "gunicorn.arbiter" in sys.modules:
+        found = _gunicorn_on_stack()
+        if found is not None:
+            return found
+    return ServerProcess(None, STANDALONE)
+
+
+def _uwsgi() -> Optional[object]:
+    module = sys.modules.get("uwsgi")
+    if module is None:
+        try:
+            import uwsgi as module  # only importable inside a uWSGI process
+        except ImportError:
+            return None
+    return module
+
+
+def _gunicorn_on_stack() -> Optional[ServerProcess]:
+    # gunicorn keeps no process-global record of the arbiter: look for it on the main
+    # thread's stack, where it loads the application (in the master with --preload, in the
+    # worker it forked otherwise) and runs the worker's loop.
+    from gunicorn.arbiter import Arbiter
+
+    frame: Optional[FrameType] = sys._current_frames().get(threading.main_thread().ident or 0)
+    if threading.current_thread() is threading.main_thread():
+        frame = sys._getframe()
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Arbiter):
+            workers = getattr(owner, "num_workers", None)
+            role = MASTER if owner.pid == os.getpid() else WORKER
+            return ServerProcess("gunicorn", role, workers if isinstance(workers, int) else None)
+        frame = frame.f_back
+    return None
+
+
+def check_threads_enabled() -> None:
+    """Raise when this process cannot run a scheduler's threads.
+
+    :raises SchedulerStateError: under uWSGI started without ``--enable-threads`` (or
+        ``--threads``), where Python threads never get to run.
+    """
+    uwsgi = _uwsgi()
+    if uwsgi is None:
+        return
+    options = getattr(uwsgi, "opt", {})
+    enabled = _option(options, "enable-threads") or _option(options, "threads")
+    if not enabled or str(enabled).strip().lower() in ("0", "false", "no"):
+        raise SchedulerStateError(
+            "uWSGI runs this process without Python threads, so a scheduler would never run "
+            "a job: start uWSGI with --enable-threads (or enable-threads = true in its ini)")
+
+
+def _option(options: object, name: str) -> object:
+    get = getattr(options, "get", None)
+    if get is None:
+        return None
+    value = get(name)
+    if value is None:
+        value = get(name.encode())
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, list):  # an option given twice
+        value = value[-1] if value else None
+    return value
+
+
+def start_in_workers(scheduler: Scheduler, *, stop_timeout: Optional[float] = None) -> bool:
+    """Start ``scheduler`` in each process that serves the application.
+
+    In a pre-forking server's master (``gunicorn --preload``, uWSGI without
+    ``--lazy-apps``) nothing starts here: the scheduler starts in each worker right after it
+    is forked. Anywhere else it starts now. With ``stop_timeout`` it also stops gracefully,
+    waiting that long for running handlers, when the interpreter exits (a gunicorn worker
+    exits that way on SIGTERM).
+
+    :returns: whether the scheduler started now.
+    """
+    if current_server().is_master:
+        _start_after_fork(scheduler, stop_timeout)
+        return False
+    scheduler.start()
+    if stop_timeout is not None:
+        stop_at_exit(scheduler, stop_timeout)
+    return True
+
+
+def _start_after_fork(scheduler: Scheduler, stop_timeout: Optional[float]) -> None:
+    master = os.getpid()
+
+    def start_in_child() -> None:
+        # Only in the master's own children: not in a process a worker forks later
+        # (multiprocessing), nor in the master itself.
+        if os.getppid() != master or os.getpid() == master:
+            return
+        try:
+            scheduler.start()
+            if stop_timeout is not None:
+                stop_at_exit(scheduler, stop_timeout)
+        except BaseException:
+            # An at-fork hook's exception would only be printed as "ignored": say it loudly.
+            _log.exception("pyscheduler: starting the scheduler in worker %s failed; this "
+                           "worker runs no jobs", os.getpid())
+
+    _log.info("pyscheduler: in the %s master (pid %s): the scheduler starts in each worker "
+              "after it forks", current_server().server, master)
+    _after_fork_in_child(start_in_child)
+
+
+def _after_fork_in_child(callback: Callable[[], None]) -> None:
+    if _uwsgi() is not None:
+        # uWSGI forks its workers in C, without running Python's at-fork hooks.
+        import uwsgidecorators
+
+        uwsgidecorators.postfork(callback)
+        return
+    os.register_at_fork(after_in_child=callback)
+
+
+def stop_at_exit(scheduler: Scheduler, timeout: float) -> None:
+    """Stop ``scheduler`` gracefully (waiting up to ``timeout`` seconds for its handlers)
+    when the interpreter exits, before the worker pool is torn down."""
+
+    def stop() -> None:
+        try:
+            scheduler.stop(timeout=timeout)
+        except BaseException:
+            _log.exception("pyscheduler: stopping the scheduler at exit failed")
+
+    # Python joins pool threads at exit (a thread-level atexit of concurrent.futures) before
+    # it runs atexit handlers: only a hook of that kind, registered after the pool module's
+    # (they run last-registered first), can cancel runs past their deadline.
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(stop)
+        else:  # pragma: no cover - Python < 3.9 has no such hook
+            atexit.register(stop)
+    except RuntimeError:  # the interpreter is already shutting down
+        stop()
+    uwsgi = _uwsgi()
+    if uwsgi is not None:
+        # A uWSGI worker may be recycled without finalizing Python.
+        previous = getattr(uwsgi, "atexit", None)
+
+        def chained() -> None:
+            stop()
+            if callable(previous):
+                previous()
+
+        uwsgi.atexit = chained  # type: ignore[attr-defined]
