@@ -175,8 +175,9 @@ class Job:
         return self.handler()  # type: ignore[call-arg]
 
 
-def around_handler(name: str, handler: Handler,
-                   around: Callable[[Callable[[], object]], object]) -> Callable[[JobContext], object]:
+def around_handler(
+    name: str, handler: Handler, around: Callable[[Callable[[], object]], object]
+) -> Callable[[JobContext], object]:
     """A handler that calls ``handler`` (with the context if it takes one) through ``around``.
 
     Framework integrations use it to run every handler inside their own scope (an
