@@ -18,7 +18,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import SchedulerStateError
 
@@ -71,14 +71,14 @@ def current_server() -> ServerProcess:
     return ServerProcess(None, STANDALONE)
 
 
-def _uwsgi() -> Optional[object]:
-    module = sys.modules.get("uwsgi")
-    if module is None:
-        try:
-            import uwsgi as module  # only importable inside a uWSGI process
-        except ImportError:
-            return None
-    return module
+def _uwsgi() -> Optional[Any]:
+    if "uwsgi" in sys.modules:
+        return sys.modules["uwsgi"]
+    try:
+        import uwsgi  # only importable inside a uWSGI process
+    except ImportError:
+        return None
+    return uwsgi
 
 
 def _gunicorn_on_stack() -> Optional[ServerProcess]:
@@ -214,4 +214,4 @@ def stop_at_exit(scheduler: Scheduler, timeout: float) -> None:
             if callable(previous):
                 previous()
 
-        uwsgi.atexit = chained  # type: ignore[attr-defined]
+        uwsgi.atexit = chained
