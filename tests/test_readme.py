@@ -5,28 +5,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
-
-
-def python_samples() -> list[tuple[int, str]]:
-    """(line number, code) of every ``.. code-block:: python`` in the README."""
-    lines = README.read_text(encoding="utf-8").splitlines()
-    samples = []
-    for number, line in enumerate(lines):
-        if line.strip() != ".. code-block:: python":
-            continue
-        body: list[str] = []
-        for following in lines[number + 1:]:
-            if following.strip() and not following.startswith("    "):
-                break
-            body.append(following[4:])
-        samples.append((number + 1, "\n".join(body).strip("\n") + "\n"))
-    return samples
-
+from tests.readme_samples import README, python_samples
 
 SAMPLES = python_samples()
 
