@@ -59,6 +59,7 @@ from .observability import (
     StandardLogger,
 )
 from .outcomes import OutcomeQueue, decide_outcome
+from .process import check_threads_enabled, current_server
 from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule, latest_due_ms
 
 __all__ = ["Scheduler", "ShutdownReport"]
@@ -66,6 +67,7 @@ __all__ = ["Scheduler", "ShutdownReport"]
 F = TypeVar("F", bound=Callable[..., object])
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+_FORKED = "a forked copy"  # of a scheduler started in the parent process
 
 #: Keyword options the decorators pass on to :class:`Job`.
 _JOB_OPTIONS = frozenset({"timeout", "retry_policy", "misfire_grace_time", "enabled", "recover"})
@@ -123,13 +125,10 @@ class Scheduler:
         self.backend: Backend = backend
         self.executor = executor or DefaultJobExecutor(logger, metrics)
         self.lock = lock or DistributedLock(backend, logger, metrics)
-        self.instance_id = self.config.instance_id or (
-            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        )
         self._hooks = SafeHooks(logger, metrics)
-        # Owner tokens: unique per claim, and per process even if instance_id is reused.
-        self._owner_prefix = f"{self.instance_id}:{uuid.uuid4().hex[:12]}:"
-        self._claim_numbers = itertools.count(1)
+        self._created_pid = os.getpid()
+        self._started_pid: Optional[int] = None
+        self._new_identity()
         self._index = DueIndex()
         self._pending_ops: list[tuple[str, str]] = []
         self._mutex = threading.RLock()
@@ -145,6 +144,17 @@ class Scheduler:
         self._last_poll = float("-inf")
         self._outcomes = OutcomeQueue(self.lock.finish, self._after_finish)
         self._failures = 0
+
+    def _new_identity(self) -> None:
+        # Made anew at start(): copies of one scheduler object started in several forked
+        # children (a module-level scheduler under gunicorn --preload) must not share it, or
+        # each would take the other's claims for its own re-sent ones and run them too.
+        self.instance_id = self.config.instance_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        )
+        # Owner tokens: unique per claim, and per start even if instance_id is reused.
+        self._owner_prefix = f"{self.instance_id}:{uuid.uuid4().hex[:12]}:"
+        self._claim_numbers = itertools.count(1)
 
     @classmethod
     def from_config(
@@ -180,6 +190,7 @@ class Scheduler:
         if not isinstance(job, Job):
             raise InvalidJobError(f"register() takes a Job, not {job!r}")
         with self._mutex:
+            self._check_not_forked("register()")
             if self._state == _STOPPED:
                 raise SchedulerStateError("the scheduler was stopped; create a new one")
             entry = self._index.add(job)
@@ -245,9 +256,14 @@ class Scheduler:
         :raises BackendUnavailableError: the backend cannot be reached.
         """
         with self._mutex:
+            self._check_not_forked("start()")
             if self._state != _NEW:
                 raise SchedulerStateError(f"start() on a scheduler that is {self._state}")
+            if background:
+                check_threads_enabled()
             self._state = _RUNNING
+            self._new_identity()
+            self._started_pid = os.getpid()
         try:
             self.backend.open()
             self._register_all()
@@ -258,6 +274,23 @@ class Scheduler:
         _STARTED.add(self)
         self._hooks.log("info", "scheduler started", instance=self.instance_id,
                         jobs=len(self._index))
+        self._warn_if_alone_in_many()
+
+    def _warn_if_alone_in_many(self) -> None:
+        if not isinstance(self.backend, MemoryBackend):
+            return
+        server = current_server()
+        forked = os.getpid() != self._created_pid
+        if not (server.multi_process or forked):
+            return
+        where = (f"a {server.server} worker" + (f" (one of {server.workers})"
+                                                 if server.workers else "")
+                 if server.server else f"a forked process (built in {self._created_pid})")
+        self._hooks.log("warning", f"the in-memory backend keeps jobs in this process only, "
+                        f"and this is {where}: each process runs every job on its own, so "
+                        "every occurrence runs once per process. Share a Redis backend "
+                        "(backend_type='redis', PYSCHEDULER_BACKEND_TYPE=redis) to run it once",
+                        instance=self.instance_id, pid=os.getpid())
 
     def _register_all(self) -> None:
         with self._mutex:
@@ -288,10 +321,27 @@ class Scheduler:
     def _after_fork_in_child(self) -> None:
         # A forked child has none of the parent's threads, and the leases are the parent's:
         # this copy must neither wait for runs it does not have nor hand back or refresh
-        # leases it does not own. It becomes a stopped scheduler; create a new one (after the
-        # fork, as the README's gunicorn section says) to run jobs in the child.
-        self._state = _STOPPED
+        # leases it does not own. It becomes a stopped scheduler, and says so.
+        if self._state == _FORKED:
+            return
+        self._state = _FORKED
         self._stopping = True
+        self._hooks.log("warning", self._forked_message("pyscheduler"), pid=os.getpid(),
+                        parent=self._started_pid, instance=self.instance_id)
+
+    def _forked_message(self, what: str) -> str:
+        return (f"{what}: this scheduler was started in process {self._started_pid} and this "
+                f"process ({os.getpid()}) is a fork of it, where its copy runs no jobs and "
+                "knows nothing current (threads do not survive fork()). Start the scheduler "
+                "in each worker instead, with pyscheduler.start_in_workers(scheduler), or "
+                "create and start one after the fork")
+
+    def _check_not_forked(self, what: str) -> None:
+        # uWSGI forks without Python's at-fork hooks: the pid tells a copy from the original.
+        if self._started_pid is not None and self._started_pid != os.getpid():
+            self._after_fork_in_child()
+        if self._state == _FORKED:
+            raise SchedulerStateError(self._forked_message(what))
 
     def refresh_leases(self) -> float:
         """One step of the lease refresher (what its thread does): extend the leases of
@@ -318,6 +368,8 @@ class Scheduler:
         :param timeout: seconds (or ``timedelta``) to wait; ``None`` waits for every handler.
         """
         with self._mutex:
+            if self._started_pid is not None and self._started_pid != os.getpid():
+                self._after_fork_in_child()  # touches nothing of the parent's
             if self._state != _RUNNING or self._stopping:
                 return ShutdownReport()
             self._stopping = True
@@ -403,6 +455,7 @@ class Scheduler:
 
     def _manage(self, op: str, name: str) -> None:
         with self._mutex:
+            self._check_not_forked(f"{op}()")
             entry = self._index.get(name)
             if self._state == _NEW:
                 if entry is None:
@@ -427,6 +480,7 @@ class Scheduler:
         :raises JobNotFoundError: no such job here or in the backend.
         """
         with self._mutex:
+            self._check_not_forked("remove()")
             entry = self._index.remove(name)
             if self._state == _NEW:
                 if entry is None:
@@ -437,10 +491,14 @@ class Scheduler:
             raise JobNotFoundError(name)
 
     def get_job(self, name: str) -> Job:
-        """The job with its metadata freshly read from the backend.
+        """The job with its metadata freshly read from the backend while the scheduler runs;
+        before :meth:`start` and after :meth:`stop`, as this process last saw it.
 
         :raises JobNotFoundError: this scheduler has no job of that name.
+        :raises SchedulerStateError: this is a forked copy of a started scheduler, whose view
+            of the group would be stale.
         """
+        self._check_not_forked("get_job()")
         entry = self._index.get(name)
         if entry is None:
             raise JobNotFoundError(name)
@@ -451,7 +509,9 @@ class Scheduler:
         return entry.job
 
     def jobs(self) -> list[Job]:
-        """This scheduler's jobs, sorted by name, with fresh metadata (one backend call)."""
+        """This scheduler's jobs, sorted by name, with fresh metadata (one backend call) while
+        it runs; see :meth:`get_job`."""
+        self._check_not_forked("jobs()")
         entries = sorted(self._index.entries(), key=lambda e: e.job.name)
         if self._state == _RUNNING and entries:
             states = self.backend.get_states([e.job.name for e in entries])
