@@ -318,3 +318,59 @@ def test_from_env_reads_os_environ_by_default(clean_environ):
 def test_from_env_with_an_explicit_mapping_does_not_read_os_environ(clean_environ):
     clean_environ.setenv("PYSCHEDULER_MAX_CONCURRENT", "3")
     assert SchedulerConfig.from_env({}).max_concurrent == 10
+
+
+def test_from_mapping_reads_a_pyscheduler_dict_in_either_case():
+    # Given Django-style settings: one PYSCHEDULER dict, keys upper- or lower-case
+    settings = {"DEBUG": True, "PYSCHEDULER": {"BACKEND_TYPE": "redis", "lock_ttl": 60,
+                                               "MAX_CONCURRENT": 3}}
+
+    config = SchedulerConfig.from_mapping(settings)
+
+    assert (config.backend_type, config.lock_ttl, config.max_concurrent) == ("redis", 60.0, 3)
+
+
+def test_from_mapping_names_an_unknown_key_of_the_pyscheduler_dict():
+    with pytest.raises(ConfigError) as info:
+        SchedulerConfig.from_mapping({"PYSCHEDULER": {"LOCK_TIME": 5}})
+    assert info.value.field == "PYSCHEDULER['LOCK_TIME']"
+    assert "LOCK_TTL" in str(info.value)
+
+
+def test_from_mapping_refuses_a_pyscheduler_setting_that_is_not_a_dict():
+    with pytest.raises(ConfigError, match="must be a dict of settings"):
+        SchedulerConfig.from_mapping({"PYSCHEDULER": "redis://localhost"})
+
+
+def test_from_mapping_leaves_the_callers_own_settings_alone():
+    # Given settings the framework layer reads itself (AUTOSTART, STOP_TIMEOUT)
+    settings = {"PYSCHEDULER_AUTOSTART": False, "PYSCHEDULER": {"STOP_TIMEOUT": 5}}
+
+    # Then they are neither fields nor an error when named in ``ignore``
+    assert SchedulerConfig.from_mapping(settings, ignore=("autostart", "stop_timeout")) == \
+        SchedulerConfig()
+    with pytest.raises(ConfigError, match="PYSCHEDULER_AUTOSTART"):
+        SchedulerConfig.from_mapping(settings)
+
+
+class SettingsObject:
+    """Settings as attributes, as ``django.conf.settings`` has them."""
+
+    DEBUG = False
+    PYSCHEDULER = {"KEY_PREFIX": "shop", "TICK_INTERVAL": 1}
+
+
+def test_from_mapping_reads_a_settings_object():
+    config = SchedulerConfig.from_mapping(SettingsObject())
+    assert (config.key_prefix, config.tick_interval) == ("shop", 1.0)
+
+
+def test_from_mapping_reads_the_wrapped_settings_of_a_lazy_settings_dict():
+    # ``django.conf.settings.__dict__`` holds the real settings under ``_wrapped``
+    config = SchedulerConfig.from_mapping({"_wrapped": SettingsObject()})
+    assert config.key_prefix == "shop"
+
+
+def test_from_mapping_says_what_it_needs_when_given_something_else():
+    with pytest.raises(ConfigError, match="expected a mapping .* or a settings object"):
+        SchedulerConfig.from_mapping(42)
