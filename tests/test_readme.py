@@ -33,12 +33,17 @@ def test_readme_gives_the_commands_ci_runs():
 
 
 def test_demo_command_runs_and_exits_by_itself():
-    result = subprocess.run([sys.executable, "-m", "pyscheduler", "demo", "--duration", "5"],
+    result = subprocess.run([sys.executable, "-m", "pyscheduler", "demo", "--duration", "7"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "job started" in result.stdout and "job succeeded" in result.stdout
-    assert "heartbeat" in result.stdout
     assert "job failed; will retry" in result.stdout
+    # each heartbeat (at 2, 4 and 6 s) says which one it is, and its fence, which grows
+    beats = re.findall(r"heartbeat #(\d+) scheduled \S+, fence (\d+)", result.stdout)
+    assert len(beats) >= 2, result.stdout
+    assert [int(count) for count, _ in beats] == list(range(1, len(beats) + 1))
+    fences = [int(fence) for _, fence in beats]
+    assert fences == sorted(fences) and len(set(fences)) == len(fences)
 
 
 @pytest.mark.parametrize("path", ["README.rst", "benchmarks/README.rst"])
