@@ -132,3 +132,13 @@ def test_errors_carry_what_they_name():
     assert duplicate.job_name == "report" and "report" in str(duplicate)
     timeout = pyscheduler.JobTimeoutError("export", "timed out after 5 s")
     assert timeout.job_name == "export" and str(timeout) == "export: timed out after 5 s"
+
+
+def test_import_does_not_import_flask():
+    # Flask is an optional extra: only pyscheduler.contrib.flask imports it
+    code = ("import sys, pyscheduler, pyscheduler.contrib; "
+            "print(sorted(m for m in ('flask', 'werkzeug', 'click') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
