@@ -31,6 +31,7 @@ from .executor import DefaultJobExecutor
 from .job import Job, JobMetadata, JobStatus
 from .lock import DistributedLock
 from .observability import Logger, MetricsCollector, NoOpLogger, NoOpMetrics, StandardLogger
+from .process import ServerProcess, current_server, start_in_workers, stop_at_exit
 from .retry import RetryPolicy, RetryStrategy
 from .scheduler import Scheduler, ShutdownReport
 from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
@@ -77,11 +78,15 @@ __all__ = [
     "SchedulerConfig",
     "SchedulerError",
     "SchedulerStateError",
+    "ServerProcess",
     "ShutdownReport",
     "StandardLogger",
     "SystemClock",
     "__version__",
     "current_job",
+    "current_server",
+    "start_in_workers",
+    "stop_at_exit",
 ]
 
 

@@ -94,7 +94,9 @@ def _gunicorn_on_stack() -> Optional[ServerProcess]:
         owner = frame.f_locals.get("self")
         if isinstance(owner, Arbiter):
             workers = getattr(owner, "num_workers", None)
-            role = MASTER if owner.pid == os.getpid() else WORKER
+            # The arbiter learns its pid after preloading: none yet means this is the master.
+            master_pid = getattr(owner, "pid", None)
+            role = WORKER if master_pid not in (None, os.getpid()) else MASTER
             return ServerProcess("gunicorn", role, workers if isinstance(workers, int) else None)
         frame = frame.f_back
     return None
@@ -103,18 +105,39 @@ def _gunicorn_on_stack() -> Optional[ServerProcess]:
 def check_threads_enabled() -> None:
     """Raise when this process cannot run a scheduler's threads.
 
-    :raises SchedulerStateError: under uWSGI started without ``--enable-threads`` (or
-        ``--threads``), where Python threads never get to run.
+    :raises SchedulerStateError: under uWSGI before 2.0.27 started without
+        ``--enable-threads`` (or ``--threads``), where Python threads never get to run
+        (uWSGI 2.0.27 and later enable them always).
     """
     uwsgi = _uwsgi()
-    if uwsgi is None:
-        return
-    options = getattr(uwsgi, "opt", {})
-    enabled = _option(options, "enable-threads") or _option(options, "threads")
-    if not enabled or str(enabled).strip().lower() in ("0", "false", "no"):
+    if uwsgi is not None and not uwsgi_runs_threads(uwsgi):
         raise SchedulerStateError(
             "uWSGI runs this process without Python threads, so a scheduler would never run "
             "a job: start uWSGI with --enable-threads (or enable-threads = true in its ini)")
+
+
+#: The first uWSGI release that always enables Python threads.
+_UWSGI_THREADS_ALWAYS = (2, 0, 27)
+
+
+def uwsgi_runs_threads(uwsgi: Any) -> bool:
+    """Whether the ``uwsgi`` module's process runs Python threads (its version and options)."""
+    version = getattr(uwsgi, "version", b"")
+    if isinstance(version, bytes):
+        version = version.decode(errors="replace")
+    try:
+        if tuple(int(part) for part in str(version).split(".")[:3]) >= _UWSGI_THREADS_ALWAYS:
+            return True
+    except ValueError:
+        pass  # a development build: go by the options
+    options = getattr(uwsgi, "opt", {})
+    if _option(options, "enable-threads") not in (None, False, "0", "false", "no"):
+        return True
+    threads = _option(options, "threads")
+    try:
+        return threads is not None and int(str(threads)) > 1
+    except ValueError:
+        return False
 
 
 def _option(options: object, name: str) -> object:
@@ -128,6 +151,8 @@ def _option(options: object, name: str) -> object:
         value = value.decode(errors="replace")
     if isinstance(value, list):  # an option given twice
         value = value[-1] if value else None
+    if isinstance(value, str):
+        value = value.strip().lower()
     return value
 
 
