@@ -135,3 +135,30 @@ def driver(request: pytest.FixtureRequest, fake_clock: FakeClock) -> Iterator[Ba
 def backend(driver: BackendDriver) -> Backend:
     """The backend under test: memory (on ``fake_clock``) and Redis (marked ``redis``)."""
     return driver.backend
+
+
+#: the skip reason of :func:`tests.redis_server.redis_server_binary`
+_NO_REDIS = "redis-server not found"
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """Say plainly, at the end of the run, that Redis tests were skipped and how to run them.
+
+    Among pytest's short skip lines the fact that a whole backend went untested is easy to
+    miss, and a green run then looks like more than it is. The outermost wrapper (tryfirst)
+    writes after everything else, the short summary included: just above the final line.
+    """
+    yield
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if _NO_REDIS in str(getattr(report, "longrepr", ""))]
+    if not skipped:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("Redis tests skipped", sep="=", yellow=True, bold=True)
+    write(f"{len(skipped)} Redis test{'s were' if len(skipped) != 1 else ' was'} skipped: "
+          "no redis-server binary on PATH.")
+    write("Install one to run them (the tests start their own servers from it):")
+    write("    apt-get install redis-server    (Debian, Ubuntu)")
+    write("    brew install redis              (macOS)")
+    write("Set PYSCHEDULER_REQUIRE_REDIS=1 to make a missing redis-server a failure (CI does).")

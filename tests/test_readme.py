@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +46,40 @@ def test_demo_command_runs_and_exits_by_itself():
     assert [int(count) for count, _ in beats] == list(range(1, len(beats) + 1))
     fences = [int(fence) for _, fence in beats]
     assert fences == sorted(fences) and len(set(fences)) == len(fences)
+
+
+def run_tests_without_redis_server(*args: str) -> subprocess.CompletedProcess[str]:
+    """The test command on some tests, with no redis-server on PATH and none required."""
+    path = [directory for directory in os.environ.get("PATH", "").split(os.pathsep)
+            if directory and not (Path(directory) / "redis-server").exists()]
+    env = {key: value for key, value in os.environ.items() if key != "PYSCHEDULER_REQUIRE_REDIS"}
+    env["PATH"] = os.pathsep.join(path)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+                          cwd=README.parent, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_the_test_command_says_when_redis_tests_were_skipped_and_what_to_do():
+    # When the Redis tests run on a machine without redis-server
+    result = run_tests_without_redis_server("tests/backends/test_contract.py", "-k", "redis")
+
+    # Then the run passes, skipping them, and its last lines say so, and how to run them
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.rstrip().splitlines()
+    note = "\n".join(lines[-7:-1])  # just above pytest's final line
+    count = re.search(r"^(\d+) Redis tests were skipped: no redis-server binary on PATH",
+                      note, re.MULTILINE)
+    assert count and int(count.group(1)) >= 10, result.stdout
+    assert "apt-get install redis-server" in note and "brew install redis" in note
+    assert "PYSCHEDULER_REQUIRE_REDIS=1" in note
+    assert lines[-1].startswith(f"{count.group(1)} skipped")
+
+
+def test_no_redis_note_when_no_redis_test_was_skipped():
+    result = run_tests_without_redis_server("tests/backends/test_contract.py", "-k", "memory")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed" in result.stdout
+    assert "Redis test" not in result.stdout
 
 
 @pytest.mark.parametrize("path", ["README.rst", "benchmarks/README.rst"])
