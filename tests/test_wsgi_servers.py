@@ -131,3 +131,35 @@ def test_which_uwsgi_processes_run_python_threads(version, options, runs):
     # The real servers above run uWSGI 2.0.31, where threads are always on; older releases
     # run them only when asked, which this checks on a stand-in for the ``uwsgi`` module.
     assert uwsgi_runs_threads(SimpleNamespace(version=version, opt=options)) is runs
+
+
+@pytest.mark.slow
+def test_the_in_memory_backend_warns_in_each_gunicorn_worker(tmp_path):
+    # Given the README's application with no backend configured (PYSCHEDULER_BACKEND_TYPE
+    # unset: SchedulerConfig.from_env() gives the in-memory backend)
+    write_sample_files(tmp_path, prefix="wsgiapp/")
+    command = readme_command("gunicorn -w 4", free_port())
+    command[command.index("4")] = "2"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("PYSCHEDULER_")}
+    log = tmp_path / "server.log"
+
+    # When gunicorn serves it with two workers
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + BOUND
+        while log.read_text(errors="replace").count("keeps jobs in this process only") < 2:
+            assert process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(BOUND)
+
+    # Then each worker warned that it runs every job on its own, naming the fix
+    warnings = [line for line in log.read_text(errors="replace").splitlines()
+                if "keeps jobs in this process only" in line]
+    assert len(warnings) == 2
+    assert all("gunicorn worker (one of 2)" in line and "Redis" in line for line in warnings)
