@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +27,47 @@ def test_sample_runs(line, code, request, monkeypatch):
     exec(compile(code, f"README.rst:{line}", "exec"), {"__name__": "readme_sample"})
 
 
-def test_readme_gives_the_commands_ci_runs():
+def install_commands() -> list[str]:
+    """The commands README.rst's first section, "Install and try it", gives (its literal blocks)."""
     text = README.read_text(encoding="utf-8")
-    assert "python -m pyscheduler demo" in text
-    assert re.search(r"^    python -m pytest$", text, re.MULTILINE)
+    start = text.index("Install and try it\n------")
+    end = re.compile(r"^\S.*\n-{3,}$", re.MULTILINE).search(text, start + 30)
+    assert end is not None
+    return re.findall(r"^    (\S.*)$", text[start:end.start()], re.MULTILINE)
+
+
+def ci_commands() -> list[str]:
+    """The command lines of .ci/run, without comments and blank lines."""
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
-    assert re.search(r"^python -m pytest$", ci, re.MULTILINE)
+    return [line.strip() for line in ci.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def test_readme_gives_two_commands_one_for_the_demo_one_for_the_tests():
+    assert install_commands() == ["make demo", "make test"]
+    makefile = (README.parent / "Makefile").read_text(encoding="utf-8")
+    assert "\t$(venv_python) -m pyscheduler demo $(ARGS)\n" in makefile
+    assert "\t$(venv_python) -m pytest $(ARGS)\n" in makefile
+    assert """make test ARGS='-m "not slow"'""" in README.read_text(encoding="utf-8")
+
+
+def test_readme_gives_the_commands_ci_runs():
+    # CI runs the README's test command, and runs the tests no other way
+    test_command = install_commands()[-1]
+    commands = ci_commands()
+    assert test_command in commands
+    assert [command for command in commands if "pytest" in command] == []
+    assert "export PYSCHEDULER_REQUIRE_REDIS=1" in commands
+    assert commands.index("export PYSCHEDULER_REQUIRE_REDIS=1") < commands.index(test_command)
+
+
+def test_make_test_runs_pytest_from_the_virtual_environment_with_the_args():
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(["make", "-n", "test", "ARGS=-m 'not slow'"], cwd=README.parent,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == ".venv/bin/python -m pytest -m 'not slow'"
 
 
 def test_demo_command_runs_and_exits_by_itself():
