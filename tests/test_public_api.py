@@ -76,6 +76,15 @@ def test_import_does_not_import_redis():
     assert result.stdout.strip() == "False"
 
 
+def test_import_does_not_import_the_framework_extras():
+    code = ("import sys, pyscheduler, pyscheduler.contrib; "
+            "print(sorted(m for m in ('django', 'flask') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 # --- the error tree ------------------------------------------------------------------------
 
 ERRORS = [name for name in errors.__all__ if name != "JobCancelled"]
