@@ -38,11 +38,12 @@ T = TypeVar("T")
 Heartbeat = tuple[int, int, int]  # (scheduled_ms, fence, pid)
 
 
-def readme_command(*words: str) -> list[str]:
-    """The README's one console command that contains every word of ``words``, as argv,
-    with ``python`` and the servers taken from this virtualenv."""
+def readme_command(*words: str, without: tuple[str, ...] = ()) -> list[str]:
+    """The README's one console command that has every word of ``words`` and none of
+    ``without``, as argv, with ``python`` and the servers taken from this virtualenv."""
     found = [command for command in console_commands()
-             if all(word in shlex.split(command) for word in words)]
+             if all(word in shlex.split(command) for word in words)
+             and not any(word in shlex.split(command) for word in without)]
     assert len(found) == 1, f"README commands with {words}: {found}"
     argv = shlex.split(found[0])
     if argv[0] == "python":
