@@ -64,8 +64,12 @@ def test_readme_gives_the_commands_ci_runs():
 def test_make_test_runs_pytest_from_the_virtual_environment_with_the_args():
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    result = subprocess.run(["make", "-n", "test", "ARGS=-m 'not slow'"], cwd=README.parent,
-                            capture_output=True, text=True, timeout=60, check=False)
+    # Under `make test` itself, the outer make's flags, level and variables would reach this one.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "VENV", "PYTHON")}
+    result = subprocess.run(["make", "--no-print-directory", "-n", "test", "ARGS=-m 'not slow'"],
+                            cwd=README.parent, env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == ".venv/bin/python -m pytest -m 'not slow'"
 
