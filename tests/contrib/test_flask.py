@@ -514,3 +514,22 @@ def wait_for_lines(path: Path, count: int, process: subprocess.Popen) -> list[di
             raise AssertionError(f"the process exited: {process.communicate()}")
         assert time.monotonic() < deadline, f"fewer than {count} lines in {path}"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("command", ["jobs", "run"])
+def test_cli_commands_name_an_unreachable_backend_and_exit_1(command):
+    # Given an application whose Redis does not answer
+    from tests.redis_server import free_port
+
+    port = free_port()
+    app = make_app(PYSCHEDULER_BACKEND_TYPE="redis",
+                   PYSCHEDULER_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    ext = FlaskScheduler(app)
+    ext.every(60, name="sync")(lambda: None)
+
+    # When a command needs it
+    result = app.test_cli_runner().invoke(args=["pyscheduler", command])
+
+    # Then it fails with an error that names the address, not a traceback
+    assert result.exit_code == 1, result.output
+    assert f"127.0.0.1:{port}" in result.output and "Traceback" not in result.output
