@@ -14,14 +14,17 @@ Where the scheduler starts (``PYSCHEDULER_AUTOSTART``, on by default):
   master (see :func:`pyscheduler.process.start_in_workers`);
 - under the ``flask`` command, only for ``flask run``, and with the reloader only in the
   serving child, never in the watcher process;
-- in any other process, at ``init_app``.
+- in any other process, at ``init_app``; if ``app.run()`` later makes this process the
+  reloader's watcher (``app.run(debug=True)`` in a script), it stops it there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -47,7 +50,7 @@ from ..config import SchedulerConfig
 from ..errors import BackendError, ConfigError, InvalidJobError, SchedulerStateError
 from ..job import Handler, Job, JobMetadata, around_handler, metadata_from_state
 from ..observability import Logger, MetricsCollector
-from ..process import start_in_workers, stop_at_exit
+from ..process import current_server, start_in_workers, stop_at_exit
 from ..scheduler import _JOB_OPTIONS, Scheduler, ShutdownReport
 from ..schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
 
@@ -154,6 +157,8 @@ class FlaskScheduler:
             return
         state.started = True
         start_in_workers(state.scheduler, stop_timeout=state.stop_timeout)
+        if current_server().server is None:
+            _stop_if_app_run_watches(app, state)
 
     def scheduler_for(self, app: Flask) -> Scheduler:
         """The scheduler of ``app``.
@@ -306,6 +311,40 @@ def _reason_not_to_start() -> Optional[str]:
     if reload and not is_running_from_reloader():
         return "this is the reloader's watcher process; the serving child starts it"
     return None
+
+
+def _stop_if_app_run_watches(app: Flask, state: _AppState) -> None:
+    """Make ``app.run()`` stop the scheduler when it turns this process into the reloader's
+    watcher (``app.run(debug=True)`` in a script).
+
+    The script built the application, and so started its scheduler, before ``app.run()``
+    starts the reloader: the watcher serves nothing, and the serving child it spawns runs the
+    script again and starts a scheduler of its own. Only ``app.run()`` can tell the two apart.
+    """
+    serve = app.run
+
+    def run(host: Optional[str] = None, port: Optional[int] = None,
+            debug: Optional[bool] = None, load_dotenv: bool = True,
+            **options: object) -> None:
+        if _becomes_reloader_watcher(app, debug, options):
+            _log.info("pyscheduler: app.run() starts the reloader; its serving child runs the "
+                      "jobs of %r, and this watcher process stops its scheduler", app.name)
+            state.scheduler.stop(timeout=state.stop_timeout)
+        serve(host, port, debug, load_dotenv, **options)
+
+    functools.update_wrapper(run, serve)
+    app.run = run  # type: ignore[method-assign]
+
+
+def _becomes_reloader_watcher(app: Flask, debug: Optional[bool],
+                              options: dict[str, object]) -> bool:
+    # As Flask.run decides: under the flask command it does nothing, FLASK_DEBUG overrides
+    # app.debug, the debug argument overrides both, and the reloader follows debug.
+    if os.environ.get("FLASK_RUN_FROM_CLI") == "true" or is_running_from_reloader():
+        return False
+    if debug is None:
+        debug = get_debug_flag() if "FLASK_DEBUG" in os.environ else app.debug
+    return bool(options.get("use_reloader", debug))
 
 
 # -- settings ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import signal
+import sys
 import time
 
 import pytest
@@ -120,3 +121,27 @@ def test_gunicorn_without_autostart_runs_no_job(served):
     finally:
         client.close()
     assert served.stop() == 0
+
+
+def test_app_run_debug_in_a_script_runs_jobs_only_in_the_serving_child(served):
+    # Given a script that builds the README's application and calls app.run(debug=True): the
+    # application (and its scheduler) is built in the watcher too, before the reloader starts
+    script = served.directory / "flaskapp" / "devserver.py"
+    script.write_text("import os\n\nfrom app import create_app\n\n"
+                      "create_app().run(debug=True, port=int(os.environ['PORT']))\n")
+    port = free_port()
+    served.env["FLASK_PYSCHEDULER_BACKEND_TYPE"] = "memory"
+    watcher = served.start([sys.executable, script.name], cwd=script.parent, PORT=str(port))
+
+    # When it serves for a few occurrences
+    window = served.window(served.wait_until_serving(port), occurrences=4)
+    served.wait_for_run(window[-1])
+
+    # Then they ran once each, all in the serving child, none in the watcher
+    pids = {run["pid"] for run in served.runs()}
+    assert watcher.pid not in pids
+    (child,) = pids
+    assert parent_pid(child) == watcher.pid
+    counts = served.counts()
+    assert max(counts.values()) == 1 and all(counts[ms] == 1 for ms in window)
+    assert "Traceback" not in served.log(), served.log()
