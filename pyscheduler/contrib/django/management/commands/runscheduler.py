@@ -58,25 +58,23 @@ class Command(BaseCommand):  # type: ignore[misc]
             raise CommandError("--stop-timeout must not be negative")
         _configure_logging(options["verbosity"])
         stop = threading.Event()
-        previous = _on_signals(stop)
+        received: list[int] = []
+        previous = _on_signals(stop, received)  # before start(): a SIGTERM then is not lost
         try:
-            try:
-                scheduler.start()
-            except (BackendError, SchedulerStateError) as exc:
-                raise CommandError(str(exc)) from exc
-            _log.info("runscheduler: running %d jobs (pid %s); SIGTERM or Ctrl-C stops",
-                      len(scheduler.scheduler.jobs()), os.getpid())
+            scheduler.start()
+        except (BackendError, SchedulerStateError) as exc:
+            _restore(previous)
+            raise CommandError(str(exc)) from exc
+        try:
+            names = ", ".join(job.name for job in scheduler.scheduler.jobs()) or "none"
+            _log.info("runscheduler: running the jobs %s in process %s; SIGTERM or Ctrl-C "
+                      "stops gracefully", names, os.getpid())
             while not stop.wait(1.0):
                 pass
         finally:
+            # Restored first: a second Ctrl-C interrupts a graceful stop that takes too long.
             _restore(previous)
-        _log.info("runscheduler: stopping; waiting up to %s s for running handlers", timeout)
-        report = scheduler.stop(timeout=timeout)
-        if report.completed:
-            _log.info("runscheduler: stopped gracefully")
-        else:
-            _log.warning("runscheduler: stopped; still running at the deadline, handed back "
-                         "to the group: %s", ", ".join(report.still_running))
+            _stop(timeout, received)
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -89,16 +87,28 @@ def _configure_logging(verbosity: int) -> None:
     logger.addHandler(handler)
 
 
-def _on_signals(stop: threading.Event) -> dict[int, Any]:
+def _stop(timeout: float, received: list[int]) -> None:
+    if received:
+        _log.info("runscheduler: got %s", signal.Signals(received[0]).name)
+    _log.info("runscheduler: stopping; waiting up to %s s for running handlers", timeout)
+    report = scheduler.stop(timeout=timeout)
+    if report.completed:
+        _log.info("runscheduler: stopped gracefully")
+    else:
+        _log.warning("runscheduler: stopped; still running at the deadline, handed back to "
+                     "the group: %s", ", ".join(report.still_running))
+
+
+def _on_signals(stop: threading.Event, received: list[int]) -> dict[int, Any]:
     def handler(signum: int, frame: Optional[FrameType]) -> None:
-        _log.info("runscheduler: got %s", signal.Signals(signum).name)
+        # No logging here: the handler may interrupt this thread inside a logging call.
+        received.append(signum)
         stop.set()
 
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _restore(previous: dict[int, Any]) -> None:
-    # A second Ctrl-C during the graceful stop then interrupts it, as users expect.
     for sig, old in previous.items():
         signal.signal(sig, old)
 
