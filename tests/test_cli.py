@@ -4,17 +4,20 @@ and the ``demo`` options (tests/test_readme.py runs the demo itself)."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 import pyscheduler
 from pyscheduler import cli
-from tests.redis_server import free_port
+from tests.readme_samples import console_commands, write_sample_files
+from tests.redis_server import RedisServer, free_port
 
 
 @pytest.fixture
@@ -191,10 +194,11 @@ def console_script() -> str:
     return str(script)
 
 
-def start(directory: Path, *args: str, script: bool = False) -> subprocess.Popen[str]:
+def start(directory: Path, *args: str, script: bool = False,
+          env: Optional[dict[str, str]] = None) -> subprocess.Popen[str]:
     """``pyscheduler run ARGS`` in ``directory``, its stderr going to ``stderr.txt`` there."""
     command = [console_script()] if script else [sys.executable, "-m", "pyscheduler"]
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env = {key: value for key, value in (env or os.environ).items() if key != "PYTHONPATH"}
     with open(directory / "stderr.txt", "w") as stderr:
         return subprocess.Popen([*command, "run", *args], cwd=directory, env=env, text=True,
                                 stdout=subprocess.DEVNULL, stderr=stderr)
@@ -368,3 +372,33 @@ def test_run_in_process_restores_the_signal_handlers(app_dir, monkeypatch, capsy
 
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     assert "is None, not a pyscheduler.Scheduler" in capsys.readouterr().err
+
+
+@pytest.mark.redis
+def test_the_readme_dedicated_process_runs_its_jobs_on_redis(tmp_path, redis_server: RedisServer):
+    # Given the README's jobs.py, and its command line with the test's own Redis
+    write_sample_files(tmp_path, prefix="schedulerapp/")
+    (line,) = [command for command in console_commands() if " run jobs:" in command]
+    words = shlex.split(line)
+    env = dict(os.environ)
+    while "=" in words[0]:
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    env["PYSCHEDULER_REDIS_URL"] = redis_server.url
+    assert words[:2] == ["pyscheduler", "run"]
+
+    # When it runs
+    directory = tmp_path / "schedulerapp"
+    process = start(directory, *words[2:], script=True, env=env)
+    wait_for_text(directory / "stderr.txt", "running jobs:make_scheduler", process)
+
+    # Then its job is in Redis, for every process of the group to see, and SIGTERM stops it
+    client = redis_server.client()
+    try:
+        assert client.smembers("{pyscheduler}:jobs") == {b"cleanup"}
+    finally:
+        client.close()
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process, directory)
+    assert code == 0, stderr
+    assert "stopped cleanly" in stderr
