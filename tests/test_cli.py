@@ -363,6 +363,7 @@ def test_traceback_shows_where_a_factory_failed(app_dir):
 
 def test_run_in_process_restores_the_signal_handlers(app_dir, monkeypatch, capsys):
     # A bad target returns at once: the handlers installed for the run are put back.
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **options: None)  # pytest's logging
     monkeypatch.chdir(app_dir)
     monkeypatch.syspath_prepend(str(app_dir))
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
