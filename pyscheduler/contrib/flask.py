@@ -155,8 +155,8 @@ class FlaskScheduler:
         if reason is not None:
             _log.debug("pyscheduler: not starting the scheduler of %r: %s", app.name, reason)
             return
-        state.started = True
         start_in_workers(state.scheduler, stop_timeout=state.stop_timeout)
+        state.started = True  # now, or in each worker after the fork
         if current_server().server is None:
             _stop_if_app_run_watches(app, state)
 

@@ -69,6 +69,8 @@ class Served:
         self.env = dict(os.environ, REDIS_URL=redis_url, HEARTBEAT_EVERY=str(EVERY),
                         HEARTBEAT_START=repr(self.start_at), HEARTBEAT_LOG=str(self.history_path),
                         FLASK_PYSCHEDULER_BACKEND_TYPE=backend)
+        for marker in ("FLASK_RUN_FROM_CLI", "WERKZEUG_RUN_MAIN", "FLASK_DEBUG"):
+            self.env.pop(marker, None)  # a process of ours must not look like a flask command
         self.process: Optional[subprocess.Popen[bytes]] = None
 
     def start(self, command: list[str], cwd: Path, **env: str) -> subprocess.Popen[bytes]:

@@ -337,10 +337,11 @@ def test_autostart_false_starts_nothing_until_start():
 
 @pytest.fixture
 def flask_command_env(monkeypatch):
-    # FlaskGroup marks the environment (FLASK_RUN_FROM_CLI); undo it after the test.
-    monkeypatch.delenv("FLASK_RUN_FROM_CLI", raising=False)
-    monkeypatch.delenv("WERKZEUG_RUN_MAIN", raising=False)
-    monkeypatch.delenv("FLASK_DEBUG", raising=False)
+    # FlaskGroup marks the environment (FLASK_RUN_FROM_CLI): setenv first, so that the
+    # variables are restored (here: removed) after the test even if they were not set before.
+    for name in ("FLASK_RUN_FROM_CLI", "WERKZEUG_RUN_MAIN", "FLASK_DEBUG"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return monkeypatch
 
 
