@@ -14,7 +14,7 @@ import types
 import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable, Optional, Union
+from typing import Callable, Collection, Optional, Union
 
 from ._time import Duration, from_ms, to_seconds
 from .backends.base import JobState
@@ -23,8 +23,8 @@ from .errors import InvalidJobError
 from .retry import RetryPolicy
 from .schedules import Schedule
 
-__all__ = ["Handler", "Job", "JobMetadata", "JobStatus", "MAX_NAME_LENGTH", "around_handler",
-           "metadata_from_state"]
+__all__ = ["JOB_OPTIONS", "MAX_NAME_LENGTH", "Handler", "Job", "JobMetadata", "JobStatus",
+           "around_handler", "check_job_options", "metadata_from_state"]
 
 #: A handler takes the run's :class:`JobContext`, or nothing. Its return value is ignored.
 Handler = Union[Callable[[JobContext], object], Callable[[], object]]
@@ -173,6 +173,21 @@ class Job:
         if self._takes_context:
             return self.handler(ctx)  # type: ignore[call-arg]
         return self.handler()  # type: ignore[call-arg]
+
+
+#: Keyword options of :class:`Job` that the decorators (``Scheduler.cron`` and the framework
+#: integrations' ``cron``/``every``/``once``) pass on.
+JOB_OPTIONS = frozenset({"timeout", "retry_policy", "misfire_grace_time", "enabled", "recover"})
+
+
+def check_job_options(options: Collection[str]) -> None:
+    """Refuse decorator options that :class:`Job` does not take, at the decorator's line.
+
+    :raises InvalidJobError: naming the unknown options and the known ones.
+    """
+    unknown = sorted(set(options) - JOB_OPTIONS)
+    if unknown:
+        raise InvalidJobError(f"unknown job option(s) {unknown}; known: {sorted(JOB_OPTIONS)}")
 
 
 def around_handler(

@@ -49,7 +49,7 @@ from .errors import (
     SchedulerStateError,
 )
 from .executor import DefaultJobExecutor, Run
-from .job import Job
+from .job import Job, check_job_options
 from .lock import DistributedLock
 from .observability import (
     Logger,
@@ -69,8 +69,6 @@ F = TypeVar("F", bound=Callable[..., object])
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 _FORKED = "a forked copy"  # of a scheduler started in the parent process
 
-#: Keyword options the decorators pass on to :class:`Job`.
-_JOB_OPTIONS = frozenset({"timeout", "retry_policy", "misfire_grace_time", "enabled", "recover"})
 
 
 @dataclass(frozen=True)
@@ -223,9 +221,7 @@ class Scheduler:
 
     def _decorator(self, schedule: Schedule, name: Optional[str],
                    options: dict[str, object]) -> Callable[[F], F]:
-        unknown = sorted(set(options) - _JOB_OPTIONS)
-        if unknown:
-            raise InvalidJobError(f"unknown job option(s) {unknown}; known: {sorted(_JOB_OPTIONS)}")
+        check_job_options(options)
 
         def register(func: F) -> F:
             job_name = name or f"{func.__module__}.{func.__qualname__}"

@@ -47,11 +47,18 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from .._time import Duration, to_seconds
 from ..clock import Clock
 from ..config import SchedulerConfig
-from ..errors import BackendError, ConfigError, InvalidJobError, SchedulerStateError
-from ..job import Handler, Job, JobMetadata, around_handler, metadata_from_state
+from ..errors import BackendError, ConfigError, SchedulerStateError
+from ..job import (
+    Handler,
+    Job,
+    JobMetadata,
+    around_handler,
+    check_job_options,
+    metadata_from_state,
+)
 from ..observability import Logger, MetricsCollector
 from ..process import current_server, start_in_workers, stop_at_exit
-from ..scheduler import _JOB_OPTIONS, Scheduler, ShutdownReport
+from ..scheduler import Scheduler, ShutdownReport
 from ..schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
 
 __all__ = ["DEFAULT_STOP_TIMEOUT", "EXTENSION_KEY", "FlaskScheduler"]
@@ -260,9 +267,7 @@ class FlaskScheduler:
 
     def _decorator(self, schedule: Callable[[SchedulerConfig], Schedule], name: Optional[str],
                    options: dict[str, object]) -> Callable[[F], F]:
-        unknown = sorted(set(options) - _JOB_OPTIONS)
-        if unknown:
-            raise InvalidJobError(f"unknown job option(s) {unknown}; known: {sorted(_JOB_OPTIONS)}")
+        check_job_options(options)
 
         def register(func: F) -> F:
             spec = _JobSpec(name or f"{func.__module__}.{func.__qualname__}", func, schedule,

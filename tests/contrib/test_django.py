@@ -333,3 +333,12 @@ def test_a_handler_gets_a_new_connection_when_the_database_is_replaced(project, 
     assert consecutive(rows)
     assert project.stop(process) == 0, project.output(process)
     assert "job failed" not in project.output(process)
+
+
+def test_an_unknown_job_option_is_refused_at_the_decorator_line():
+    # No settings are needed: the option is checked before anything is built
+    from pyscheduler import InvalidJobError
+    from pyscheduler.contrib.django import scheduler
+
+    with pytest.raises(InvalidJobError, match=r"unknown job option\(s\) \['retries'\]"):
+        scheduler.every(60, name="typo", retries=3)

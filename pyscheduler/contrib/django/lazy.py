@@ -17,7 +17,7 @@ from typing import Callable, Optional, TypeVar
 from django.db import close_old_connections  # type: ignore[import-untyped]
 
 from ..._time import Duration
-from ...job import Job, around_handler
+from ...job import Job, around_handler, check_job_options
 from ...scheduler import Scheduler, ShutdownReport
 from .conf import DjangoSettings, read_settings
 
@@ -49,6 +49,8 @@ class DjangoScheduler:
              **options: object) -> Callable[[F], F]:
         """Decorator: run the function on a cron schedule (in ``tz``, default the
         ``TIMEZONE`` setting); see :meth:`pyscheduler.Scheduler.cron`."""
+        check_job_options(options)
+
         def declare(func: F) -> F:
             self._declare(lambda real: real.cron(expr, name, tz=tz, **options)(
                 _with_fresh_connections(name, func)))
@@ -60,6 +62,8 @@ class DjangoScheduler:
               start_at: Optional[datetime] = None, **options: object) -> Callable[[F], F]:
         """Decorator: run the function every ``interval`` (seconds or ``timedelta``); see
         :meth:`pyscheduler.Scheduler.every`."""
+        check_job_options(options)
+
         def declare(func: F) -> F:
             self._declare(lambda real: real.every(interval, name, start_at=start_at, **options)(
                 _with_fresh_connections(name, func)))
@@ -71,6 +75,8 @@ class DjangoScheduler:
              **options: object) -> Callable[[F], F]:
         """Decorator: run the function once at ``run_at``; see
         :meth:`pyscheduler.Scheduler.once`."""
+        check_job_options(options)
+
         def declare(func: F) -> F:
             self._declare(lambda real: real.once(run_at, name, **options)(
                 _with_fresh_connections(name, func)))
