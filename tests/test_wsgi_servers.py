@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
 import pytest
 
@@ -57,6 +58,23 @@ def heartbeats(log: Path) -> list[tuple[float, int, int]]:
     return found
 
 
+def serve(command: list[str], directory: Path, env: dict[str, str],
+          log: Path) -> subprocess.Popen[bytes]:
+    """Start a server process writing everything it prints to ``log``."""
+    with open(log, "wb") as output:
+        return subprocess.Popen(command, cwd=directory, env=env, stdout=output,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_for(process: subprocess.Popen[bytes], log: Path, done: Callable[[], bool]) -> None:
+    """Poll until ``done()``, failing with the server's log if it exits or takes too long."""
+    deadline = time.monotonic() + BOUND
+    while not done():
+        assert process.poll() is None, log.read_text(errors="replace")
+        assert time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.05)
+
+
 SERVERS = [
     pytest.param(["gunicorn -w 4"], id="gunicorn"),
     pytest.param(["gunicorn -w 4 --preload"], id="gunicorn-preload"),
@@ -83,15 +101,9 @@ def test_the_readme_wsgi_app_runs_each_occurrence_once_in_the_workers(
     log = tmp_path / "server.log"
 
     # When the server runs it until the job has run 10 times
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT)
+    process = serve(command, tmp_path, env, log)
     try:
-        deadline = time.monotonic() + BOUND
-        while len(heartbeats(log)) < 10:
-            assert process.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.05)
+        wait_for(process, log, lambda: len(heartbeats(log)) >= 10)
         process.send_signal(signal.SIGTERM)
         assert process.wait(BOUND) == 0, log.read_text(errors="replace")
     finally:
@@ -145,15 +157,10 @@ def test_the_in_memory_backend_warns_in_each_gunicorn_worker(tmp_path):
     log = tmp_path / "server.log"
 
     # When gunicorn serves it with two workers
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT)
+    process = serve(command, tmp_path, env, log)
     try:
-        deadline = time.monotonic() + BOUND
-        while log.read_text(errors="replace").count("keeps jobs in this process only") < 2:
-            assert process.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.05)
+        wait_for(process, log, lambda: log.read_text(errors="replace").count(
+            "keeps jobs in this process only") >= 2)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(BOUND)
