@@ -273,9 +273,15 @@ class Scheduler:
         self._warn_if_alone_in_many()
 
     def _warn_if_alone_in_many(self) -> None:
+        server = current_server()
+        if server.is_master:
+            self._hooks.log("warning", f"started in the {server.server} master, which forks the "
+                            "workers later: jobs run in the master only, and each worker's "
+                            "copy of this scheduler runs nothing. Start it with "
+                            "pyscheduler.start_in_workers(scheduler) to run it in every worker",
+                            instance=self.instance_id, pid=os.getpid())
         if not isinstance(self.backend, MemoryBackend):
             return
-        server = current_server()
         forked = os.getpid() != self._created_pid
         if not (server.multi_process or forked):
             return

@@ -170,3 +170,34 @@ def test_the_in_memory_backend_warns_in_each_gunicorn_worker(tmp_path):
                 if "keeps jobs in this process only" in line]
     assert len(warnings) == 2
     assert all("gunicorn worker (one of 2)" in line and "Redis" in line for line in warnings)
+
+
+@pytest.mark.slow
+def test_a_scheduler_started_in_a_preloading_master_says_so_there_and_in_each_worker(tmp_path):
+    # Given the README's application, changed to call start() where it is loaded
+    (app,) = write_sample_files(tmp_path, prefix="wsgiapp/")
+    source = app.read_text(encoding="utf-8")
+    assert "start_in_workers(scheduler, stop_timeout=25)" in source
+    app.write_text(source.replace("start_in_workers(scheduler, stop_timeout=25)",
+                                  "scheduler.start()"), encoding="utf-8")
+    command = readme_command("gunicorn -w 4 --preload", free_port())
+    command[command.index("4")] = "2"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("PYSCHEDULER_")}
+    log = tmp_path / "server.log"
+
+    # When gunicorn preloads it in the master and forks two workers
+    process = serve(command, tmp_path, env, log)
+    try:
+        wait_for(process, log, lambda: log.read_text(errors="replace").count(
+            "is a fork of it") >= 2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(BOUND)
+
+    # Then the master warned that its jobs run there only, naming the fix, and each
+    # worker's copy warned that it runs nothing
+    text = log.read_text(errors="replace")
+    assert text.count("started in the gunicorn master") == 1
+    assert "start_in_workers(scheduler)" in text
+    assert text.count("is a fork of it") == 2
