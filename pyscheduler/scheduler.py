@@ -755,6 +755,11 @@ class Scheduler:
         if state is None:  # stale: learn the current state from the backend
             (state,) = self.backend.get_states([run.job.name])
             if state is None:
+                # Lost or reset under the run (data loss, garbage): left out of the index it
+                # would never run here again. Asked for at once, the claim's answer says
+                # whether it was removed (dropped here) or lost (re-created).
+                self._set_due(entry, self._backend_now_ms(), entry.next_run_ms)
+                self._wake.set()
                 return
         entry.job._saw(state)
         self._set_due(entry, state.due_ms, state.next_run_ms)

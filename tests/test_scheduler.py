@@ -946,3 +946,30 @@ def test_a_freed_worker_records_its_result_with_its_next_claim(clock):
     carried = sum(backend.combined_outcomes)
     assert carried >= 19
     scheduler.stop()
+
+
+def test_a_job_lost_by_the_backend_while_it_runs_is_recreated_and_runs_again(clock):
+    # Given a job whose run is under way
+    backend = MemoryBackend(clock)
+    release = threading.Event()
+    recorder = Recorder(lambda ctx: release.wait(WAIT))
+    scheduler = stepped(clock, backend)
+    scheduler.register(Job("lost", IntervalSchedule(60, start_at=START), recorder))
+    scheduler.start(background=False)
+    clock.advance(60)
+    scheduler.run_pending()
+    assert recorder.started.wait(WAIT)
+
+    # When the backend loses the job before the run's result is recorded
+    with backend._lock:
+        backend._records.pop("lost")
+    release.set()
+    assert scheduler.wait_idle(WAIT)
+
+    # Then the job is re-created at the next tick, and its next occurrence runs
+    step(scheduler)
+    clock.advance(60)
+    step(scheduler)
+    assert [at for _, at, *_ in recorder.calls] == [START + timedelta(seconds=60),
+                                                   START + timedelta(seconds=120)]
+    scheduler.stop()
