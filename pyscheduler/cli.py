@@ -16,13 +16,13 @@ import importlib
 import logging
 import math
 import os
-import signal
 import sys
 import threading
 import traceback
 from datetime import timedelta
-from types import FrameType
 from typing import TYPE_CHECKING, Optional, Sequence
+
+from .foreground import StopSignals
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -155,7 +155,7 @@ def run_scheduler(target: str, *, log_level: str = "INFO", stop_timeout: float =
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     # Installed before the import: a signal while the application loads still stops cleanly.
-    signals = _StopSignals()
+    signals = StopSignals()
     signals.install()
     try:
         try:
@@ -282,48 +282,6 @@ def _as_scheduler(found: object, target: str) -> Scheduler:
     if not isinstance(made, Scheduler):
         raise _TargetError(target, f"returned {_a(made)}, not a pyscheduler.Scheduler")
     return made
-
-
-class _StopSignals:
-    """SIGTERM and SIGINT ask for a graceful stop; a second one ends the process at once.
-
-    The handlers only set an event: the stop itself runs on the main thread after the wait,
-    never inside a handler, where it could interrupt the scheduler's own bookkeeping.
-    """
-
-    _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.received: Optional[str] = None
-        self._event = threading.Event()
-        self._previous: dict[int, object] = {}
-
-    def install(self) -> None:
-        for signum in self._SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def restore(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)  # type: ignore[arg-type]
-        self._previous.clear()
-
-    def wait(self) -> None:
-        # A bounded wait in a loop: some platforms (Windows) run Python signal handlers only
-        # when a blocking wait returns.
-        while not self._event.wait(1.0):
-            pass
-
-    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
-        name = signal.Signals(signum).name
-        if self._event.is_set():
-            # The supervisor or the user will not wait: the leases of unfinished runs expire
-            # after lock_ttl, and another instance recovers those runs then.
-            _log.warning("second signal (%s): exiting at once, without handing back "
-                         "running jobs", name)
-            logging.shutdown()
-            os._exit(128 + signum)
-        self.received = name
-        self._event.set()
 
 
 # -- pyscheduler demo ------------------------------------------------------------------------

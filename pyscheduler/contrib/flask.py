@@ -25,13 +25,11 @@ import functools
 import logging
 import math
 import os
-import signal
 import sys
 import threading
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import FrameType
 from typing import Callable, Optional, TypeVar
 
 try:
@@ -48,6 +46,7 @@ from .._time import Duration, to_seconds
 from ..clock import Clock
 from ..config import SchedulerConfig
 from ..errors import BackendError, ConfigError, SchedulerStateError
+from ..foreground import StopSignals
 from ..job import (
     Handler,
     Job,
@@ -469,14 +468,7 @@ def _when(at: Optional[datetime]) -> str:
 def _run_foreground(app: Flask, state: _AppState) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
-        stopping.set()
-
-    handled = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
-    try:
+    with StopSignals() as signals:
         if not state.started:
             try:
                 state.scheduler.start()
@@ -485,14 +477,9 @@ def _run_foreground(app: Flask, state: _AppState) -> None:
             state.started = True
         jobs = len(state.scheduler.jobs())
         click.echo(f"pyscheduler: running {jobs} job(s) of the app {app.name!r}; "
-                   "SIGTERM or Ctrl-C stops", err=True)
-        # A timeout: a signal then interrupts the wait on every platform.
-        while not stopping.wait(1.0):
-            pass
+                   "SIGTERM or Ctrl-C stops (a second signal exits at once)", err=True)
+        signals.wait()
         report = state.scheduler.stop(timeout=timedelta(seconds=state.stop_timeout))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if report.completed:
         click.echo("pyscheduler: stopped", err=True)
     else:

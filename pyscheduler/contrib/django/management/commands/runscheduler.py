@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
-from types import FrameType
 from typing import Any, Optional
 
 from django.core.management.base import (  # type: ignore[import-untyped]
@@ -24,6 +21,7 @@ from django.core.management.base import (  # type: ignore[import-untyped]
 
 from pyscheduler.contrib.django.lazy import scheduler
 from pyscheduler.errors import BackendError, ConfigError, SchedulerStateError
+from pyscheduler.foreground import StopSignals
 
 __all__ = ["Command"]
 
@@ -57,24 +55,16 @@ class Command(BaseCommand):  # type: ignore[misc]
         elif timeout < 0:
             raise CommandError("--stop-timeout must not be negative")
         _configure_logging(options["verbosity"])
-        stop = threading.Event()
-        received: list[int] = []
-        previous = _on_signals(stop, received)  # before start(): a SIGTERM then is not lost
-        try:
-            scheduler.start()
-        except (BackendError, SchedulerStateError) as exc:
-            _restore(previous)
-            raise CommandError(str(exc)) from exc
-        try:
+        with StopSignals() as signals:  # before start(): a SIGTERM then is not lost
+            try:
+                scheduler.start()
+            except (BackendError, SchedulerStateError) as exc:
+                raise CommandError(str(exc)) from exc
             names = ", ".join(job.name for job in scheduler.scheduler.jobs()) or "none"
             _log.info("runscheduler: running the jobs %s in process %s; SIGTERM or Ctrl-C "
-                      "stops gracefully", names, os.getpid())
-            while not stop.wait(1.0):
-                pass
-        finally:
-            # Restored first: a second Ctrl-C interrupts a graceful stop that takes too long.
-            _restore(previous)
-            _stop(timeout, received)
+                      "stops gracefully (a second signal exits at once)", names, os.getpid())
+            signals.wait()
+            _stop(timeout, signals.received)
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -87,28 +77,12 @@ def _configure_logging(verbosity: int) -> None:
     logger.addHandler(handler)
 
 
-def _stop(timeout: float, received: list[int]) -> None:
-    if received:
-        _log.info("runscheduler: got %s", signal.Signals(received[0]).name)
-    _log.info("runscheduler: stopping; waiting up to %s s for running handlers", timeout)
+def _stop(timeout: float, received: Optional[str]) -> None:
+    _log.info("runscheduler: got %s; stopping, waiting up to %s s for running handlers",
+              received or "a signal", timeout)
     report = scheduler.stop(timeout=timeout)
     if report.completed:
         _log.info("runscheduler: stopped gracefully")
     else:
         _log.warning("runscheduler: stopped; still running at the deadline, handed back to "
                      "the group: %s", ", ".join(report.still_running))
-
-
-def _on_signals(stop: threading.Event, received: list[int]) -> dict[int, Any]:
-    def handler(signum: int, frame: Optional[FrameType]) -> None:
-        # No logging here: the handler may interrupt this thread inside a logging call.
-        received.append(signum)
-        stop.set()
-
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-
-def _restore(previous: dict[int, Any]) -> None:
-    for sig, old in previous.items():
-        signal.signal(sig, old)
-
