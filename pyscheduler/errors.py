@@ -49,11 +49,12 @@ class SchedulerError(Exception):
 
 
 class ConfigError(SchedulerError, ValueError):
-    """A configuration value is invalid; ``field`` names it."""
+    """A configuration value is invalid; ``field`` names it, ``message`` says what is wrong."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
 
 class InvalidScheduleError(SchedulerError, ValueError):

@@ -374,3 +374,11 @@ def test_from_mapping_reads_the_wrapped_settings_of_a_lazy_settings_dict():
 def test_from_mapping_says_what_it_needs_when_given_something_else():
     with pytest.raises(ConfigError, match="expected a mapping .* or a settings object"):
         SchedulerConfig.from_mapping(42)
+
+
+def test_a_config_error_keeps_its_message_apart_from_the_field():
+    with pytest.raises(ConfigError) as info:
+        SchedulerConfig(max_concurrent=0)
+    assert info.value.field == "max_concurrent"
+    assert info.value.message == "must be at least 1, got 0"
+    assert str(info.value) == "max_concurrent: must be at least 1, got 0"

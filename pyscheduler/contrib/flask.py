@@ -357,11 +357,7 @@ def _read_settings(app: Flask) -> tuple[SchedulerConfig, bool, float]:
     try:
         config = SchedulerConfig.from_mapping(app.config, ignore=_OWN_SETTINGS)
     except ConfigError as exc:
-        key = _key_of(app, exc.field)
-        message = str(exc)
-        if message.startswith(f"{exc.field}: "):
-            message = message[len(exc.field) + 2:]
-        raise ConfigError(key, message) from exc
+        raise ConfigError(_key_of(app, exc.field), exc.message) from exc
     autostart = _flag(app, "PYSCHEDULER_AUTOSTART", default=True)
     stop_timeout = _seconds(app, "PYSCHEDULER_STOP_TIMEOUT", default=DEFAULT_STOP_TIMEOUT)
     return config, autostart, stop_timeout

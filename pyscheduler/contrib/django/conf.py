@@ -51,8 +51,7 @@ def read_settings(settings: Optional[object] = None) -> DjangoSettings:
         config = SchedulerConfig.from_mapping(settings, ignore=_OWN_KEYS)
     except ConfigError as exc:
         # The dataclass names its field (lock_ttl); the user wrote PYSCHEDULER['LOCK_TTL'].
-        message = str(exc)[len(exc.field) + 2:]
-        raise ConfigError(_setting_name(exc.field, raw), message) from None
+        raise ConfigError(_setting_name(exc.field, raw), exc.message) from None
     autostart = _lookup(raw, "autostart", False)
     if not isinstance(autostart, bool):
         raise ConfigError(_setting_name("autostart", raw), f"must be True or False, got "
