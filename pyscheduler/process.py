@@ -167,8 +167,9 @@ def start_in_workers(scheduler: Scheduler, *, stop_timeout: Optional[float] = No
 
     :returns: whether the scheduler started now.
     """
-    if current_server().is_master:
-        _start_after_fork(scheduler, stop_timeout)
+    server = current_server()
+    if server.is_master:
+        _start_after_fork(scheduler, stop_timeout, server)
         return False
     scheduler.start()
     if stop_timeout is not None:
@@ -176,7 +177,8 @@ def start_in_workers(scheduler: Scheduler, *, stop_timeout: Optional[float] = No
     return True
 
 
-def _start_after_fork(scheduler: Scheduler, stop_timeout: Optional[float]) -> None:
+def _start_after_fork(scheduler: Scheduler, stop_timeout: Optional[float],
+                      server: ServerProcess) -> None:
     master = os.getpid()
 
     def start_in_child() -> None:
@@ -194,7 +196,7 @@ def _start_after_fork(scheduler: Scheduler, stop_timeout: Optional[float]) -> No
                            "worker runs no jobs", os.getpid())
 
     _log.info("pyscheduler: in the %s master (pid %s): the scheduler starts in each worker "
-              "after it forks", current_server().server, master)
+              "after it forks", server.server, master)
     _after_fork_in_child(start_in_child)
 
 

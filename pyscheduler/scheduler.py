@@ -270,9 +270,10 @@ class Scheduler:
         _STARTED.add(self)
         self._hooks.log("info", "scheduler started", instance=self.instance_id,
                         jobs=len(self._index))
-        self._warn_if_alone_in_many()
+        self._warn_about_this_process()
 
-    def _warn_if_alone_in_many(self) -> None:
+    def _warn_about_this_process(self) -> None:
+        # Two set-ups that run a job in the wrong processes without failing anywhere.
         server = current_server()
         if server.is_master:
             self._hooks.log("warning", f"started in the {server.server} master, which forks the "
@@ -282,12 +283,14 @@ class Scheduler:
                             instance=self.instance_id, pid=os.getpid())
         if not isinstance(self.backend, MemoryBackend):
             return
-        forked = os.getpid() != self._created_pid
-        if not (server.multi_process or forked):
+        if server.multi_process:
+            where = f"a {server.server} worker"
+            if server.workers:
+                where += f" (one of {server.workers})"
+        elif os.getpid() != self._created_pid:
+            where = f"a forked process (built in {self._created_pid})"
+        else:
             return
-        where = (f"a {server.server} worker" + (f" (one of {server.workers})"
-                                                 if server.workers else "")
-                 if server.server else f"a forked process (built in {self._created_pid})")
         self._hooks.log("warning", f"the in-memory backend keeps jobs in this process only, "
                         f"and this is {where}: each process runs every job on its own, so "
                         "every occurrence runs once per process. Share a Redis backend "
@@ -338,10 +341,13 @@ class Scheduler:
                 "in each worker instead, with pyscheduler.start_in_workers(scheduler), or "
                 "create and start one after the fork")
 
-    def _check_not_forked(self, what: str) -> None:
+    def _disarm_if_forked(self) -> None:
         # uWSGI forks without Python's at-fork hooks: the pid tells a copy from the original.
         if self._started_pid is not None and self._started_pid != os.getpid():
             self._after_fork_in_child()
+
+    def _check_not_forked(self, what: str) -> None:
+        self._disarm_if_forked()
         if self._state == _FORKED:
             raise SchedulerStateError(self._forked_message(what))
 
@@ -370,8 +376,7 @@ class Scheduler:
         :param timeout: seconds (or ``timedelta``) to wait; ``None`` waits for every handler.
         """
         with self._mutex:
-            if self._started_pid is not None and self._started_pid != os.getpid():
-                self._after_fork_in_child()  # touches nothing of the parent's
+            self._disarm_if_forked()  # a copy's stop() touches nothing of the parent's
             if self._state != _RUNNING or self._stopping:
                 return ShutdownReport()
             self._stopping = True
