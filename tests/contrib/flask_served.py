@@ -120,6 +120,29 @@ class Served:
     def counts(self) -> Counter[int]:
         return Counter(run["scheduled_ms"] for run in self.runs() if run["job"] == "heartbeat")
 
+    def assert_each_ran_once_in_workers(self, window: list[int],
+                                        master: subprocess.Popen[bytes]) -> None:
+        """Every occurrence of ``window`` ran exactly once and none ever twice, in children
+        of ``master`` (never in it), inside the application's context."""
+        counts = self.counts()
+        assert {ms: counts[ms] for ms in window} == dict.fromkeys(window, 1), self.log()
+        assert max(counts.values()) == 1, [ms for ms, n in counts.items() if n > 1]
+        workers = {run["pid"]: parent_pid(run["pid"]) for run in self.runs()}
+        assert master.pid not in workers
+        assert set(workers.values()) == {master.pid}, workers
+        assert {run["app"] for run in self.runs()} == {"app"}
+
+    def assert_no_lease_left(self) -> None:
+        """The job is stored in :attr:`redis` (the fixture's server) and no lease of it is
+        left (after a graceful stop)."""
+        client = self.redis.client()
+        try:
+            assert client.exists("{flaskapp}:job:heartbeat")
+            assert client.keys("{flaskapp}:lease:*") == []
+        finally:
+            client.close()
+        assert "Traceback" not in self.log(), self.log()
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the server's main process and wait for it; :returns: its exit code."""
         assert self.process is not None

@@ -44,16 +44,10 @@ def test_gunicorn_workers_run_each_occurrence_once_and_the_master_none(served, p
     # When it serves for a few occurrences of the heartbeat (every 0.5 s)
     window = served.window(served.wait_until_serving(port))
     served.wait_for_run(window[-1])
-    workers = {run["pid"]: parent_pid(run["pid"]) for run in served.runs()}
 
-    # Then every occurrence of the window ran exactly once, and none ran twice ever
-    counts = served.counts()
-    assert {ms: counts[ms] for ms in window} == dict.fromkeys(window, 1), served.log()
-    assert max(counts.values()) == 1, [ms for ms, n in counts.items() if n > 1]
-    # in gunicorn's workers, never in the master, inside the application's context
-    assert master.pid not in workers
-    assert set(workers.values()) == {master.pid}, workers
-    assert {run["app"] for run in served.runs()} == {"app"}
+    # Then every occurrence of the window ran exactly once, and none ran twice ever, in
+    # gunicorn's workers, never in the master, inside the application's context
+    served.assert_each_ran_once_in_workers(window, master)
     # fences grow with the occurrences
     fences = [run["fence"] for run in sorted(served.runs(), key=lambda r: r["scheduled_ms"])]
     assert fences == sorted(set(fences))
@@ -62,13 +56,7 @@ def test_gunicorn_workers_run_each_occurrence_once_and_the_master_none(served, p
     assert served.stop(signal.SIGTERM) == 0, served.log()
 
     # Then the workers stopped their schedulers gracefully: no lease is left behind
-    client = served.redis.client()
-    try:
-        assert client.exists("{flaskapp}:job:heartbeat")
-        assert client.keys("{flaskapp}:lease:*") == []
-    finally:
-        client.close()
-    assert "Traceback" not in served.log(), served.log()
+    served.assert_no_lease_left()
 
 
 def test_flask_run_with_the_reloader_runs_jobs_only_in_the_serving_child(served):

@@ -14,7 +14,7 @@ import pytest
 
 from tests.redis_server import free_port
 
-from .flask_served import BIN, Served, parent_pid, readme_command
+from .flask_served import BIN, Served, readme_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -47,24 +47,12 @@ def test_uwsgi_workers_run_each_occurrence_once_and_the_master_none(served, lazy
     # When it serves for a few occurrences of the heartbeat (every 0.5 s)
     window = served.window(served.wait_until_serving(port))
     served.wait_for_run(window[-1])
-    workers = {run["pid"]: parent_pid(run["pid"]) for run in served.runs()}
 
     # Then every occurrence of the window ran exactly once, in uWSGI's workers only
-    counts = served.counts()
-    assert {ms: counts[ms] for ms in window} == dict.fromkeys(window, 1), served.log()
-    assert max(counts.values()) == 1, [ms for ms, n in counts.items() if n > 1]
-    assert master.pid not in workers
-    assert set(workers.values()) == {master.pid}, workers
-    assert {run["app"] for run in served.runs()} == {"app"}
+    served.assert_each_ran_once_in_workers(window, master)
 
     # When the master gets SIGTERM (--die-on-term: a shutdown, not a reload)
     assert served.stop(signal.SIGTERM) == 0, served.log()
 
     # Then no lease is left behind
-    client = served.redis.client()
-    try:
-        assert client.exists("{flaskapp}:job:heartbeat")
-        assert client.keys("{flaskapp}:lease:*") == []
-    finally:
-        client.close()
-    assert "Traceback" not in served.log(), served.log()
+    served.assert_no_lease_left()
