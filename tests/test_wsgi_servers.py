@@ -145,29 +145,37 @@ def test_which_uwsgi_processes_run_python_threads(version, options, runs):
     assert uwsgi_runs_threads(SimpleNamespace(version=version, opt=options)) is runs
 
 
+def log_of_two_workers_until(server: str, directory: Path, text: str) -> str:
+    """Serve the README's application (as written in ``directory``) with ``server``'s README
+    command line on two workers and no backend settings, until ``text`` is logged twice.
+
+    :returns: the server's log.
+    """
+    command = readme_command(server, free_port())
+    command[command.index("4")] = "2"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("PYSCHEDULER_")}
+    log = directory / "server.log"
+    process = serve(command, directory, env, log)
+    try:
+        wait_for(process, log, lambda: log.read_text(errors="replace").count(text) >= 2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(BOUND)
+    return log.read_text(errors="replace")
+
+
 @pytest.mark.slow
 def test_the_in_memory_backend_warns_in_each_gunicorn_worker(tmp_path):
     # Given the README's application with no backend configured (PYSCHEDULER_BACKEND_TYPE
     # unset: SchedulerConfig.from_env() gives the in-memory backend)
     write_sample_files(tmp_path, prefix="wsgiapp/")
-    command = readme_command("gunicorn -w 4", free_port())
-    command[command.index("4")] = "2"
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("PYSCHEDULER_")}
-    log = tmp_path / "server.log"
 
     # When gunicorn serves it with two workers
-    process = serve(command, tmp_path, env, log)
-    try:
-        wait_for(process, log, lambda: log.read_text(errors="replace").count(
-            "keeps jobs in this process only") >= 2)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(BOUND)
+    text = log_of_two_workers_until("gunicorn -w 4", tmp_path, "keeps jobs in this process only")
 
     # Then each worker warned that it runs every job on its own, naming the fix
-    warnings = [line for line in log.read_text(errors="replace").splitlines()
-                if "keeps jobs in this process only" in line]
+    warnings = [line for line in text.splitlines() if "keeps jobs in this process only" in line]
     assert len(warnings) == 2
     assert all("gunicorn worker (one of 2)" in line and "Redis" in line for line in warnings)
 
@@ -180,24 +188,12 @@ def test_a_scheduler_started_in_a_preloading_master_says_so_there_and_in_each_wo
     assert "start_in_workers(scheduler, stop_timeout=25)" in source
     app.write_text(source.replace("start_in_workers(scheduler, stop_timeout=25)",
                                   "scheduler.start()"), encoding="utf-8")
-    command = readme_command("gunicorn -w 4 --preload", free_port())
-    command[command.index("4")] = "2"
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("PYSCHEDULER_")}
-    log = tmp_path / "server.log"
 
     # When gunicorn preloads it in the master and forks two workers
-    process = serve(command, tmp_path, env, log)
-    try:
-        wait_for(process, log, lambda: log.read_text(errors="replace").count(
-            "is a fork of it") >= 2)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(BOUND)
+    text = log_of_two_workers_until("gunicorn -w 4 --preload", tmp_path, "is a fork of it")
 
     # Then the master warned that its jobs run there only, naming the fix, and each
     # worker's copy warned that it runs nothing
-    text = log.read_text(errors="replace")
     assert text.count("started in the gunicorn master") == 1
     assert "start_in_workers(scheduler)" in text
     assert text.count("is a fork of it") == 2
