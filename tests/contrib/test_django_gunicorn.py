@@ -79,7 +79,7 @@ def booted_workers(output):
 
 @pytest.mark.parametrize("preload", [False, True], ids=["plain", "preload"])
 def test_gunicorn_workers_run_each_occurrence_once(project, redis_server, preload):
-    # Given the README's settings (Redis, AUTOSTART) served by gunicorn -w 2
+    # Given the README's settings (Redis, AUTOSTART) served by gunicorn -w 4
     command = readme_command("gunicorn", "project.wsgi", "--preload") if preload else \
         readme_command("gunicorn", "project.wsgi", without=("--preload",))
     assert ("--preload" in command) is preload
@@ -93,12 +93,12 @@ def test_gunicorn_workers_run_each_occurrence_once(project, redis_server, preloa
     assert_each_occurrence_once(rows)
     output = project.output(master)
     workers = booted_workers(output)
-    assert len(workers) == 2
+    assert len(workers) == 4
     pids = {pid for _, _, pid in rows}
     assert master.pid not in pids and pids <= workers, output
     # and each worker stopped its scheduler gracefully on SIGTERM, leaving no lease
-    assert output.count("scheduler started") == 2
-    assert output.count("scheduler stopped") == 2
+    assert output.count("scheduler started") == 4
+    assert output.count("scheduler stopped") == 4
     if preload:
         assert "the scheduler starts in each worker after it forks" in output
     assert_no_lease_left(redis_server)
