@@ -73,6 +73,18 @@ def assert_no_lease_left(redis_server):
         client.close()
 
 
+def serve_a_window(project, command):
+    """Run ``command`` until RUNS heartbeats, stop it with SIGTERM, and check that each
+    occurrence ran once. :returns: the server process, the heartbeat rows, its output."""
+    master = project.spawn(command)
+    assert "heartbeats" in project.wait_for(lambda: project.get(project.port), "the page")
+    project.wait_for_heartbeats(RUNS)
+    assert project.stop(master) == 0, project.output(master)
+    rows = project.heartbeats()
+    assert_each_occurrence_once(rows)
+    return master, rows, project.output(master)
+
+
 def booted_workers(output):
     return {int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", output)}
 
@@ -83,15 +95,9 @@ def test_gunicorn_workers_run_each_occurrence_once(project, redis_server, preloa
     command = readme_command("gunicorn", "project.wsgi", "--preload") if preload else \
         readme_command("gunicorn", "project.wsgi", without=("--preload",))
     assert ("--preload" in command) is preload
-    master = project.spawn(command)
-    # When the workers serve for a window of RUNS heartbeats
-    assert "heartbeats" in project.wait_for(lambda: project.get(project.port), "the page")
-    project.wait_for_heartbeats(RUNS)
-    assert project.stop(master) == 0, project.output(master)
+    # When the workers serve for a window of RUNS heartbeats, then SIGTERM stops them
     # Then each occurrence ran once, in the workers only, never in the master
-    rows = project.heartbeats()
-    assert_each_occurrence_once(rows)
-    output = project.output(master)
+    master, rows, output = serve_a_window(project, command)
     workers = booted_workers(output)
     assert len(workers) == 4
     pids = {pid for _, _, pid in rows}
@@ -150,15 +156,9 @@ def test_uwsgi_workers_run_each_occurrence_once(project, redis_server):
     # Given the README's uWSGI command (the application loaded in the master), on our port
     command = readme_command("uwsgi", "project.wsgi")
     command[command.index("--http-socket") + 1] = f"127.0.0.1:{project.port}"
-    master = project.spawn(command)
-    # When its two workers serve for a window
-    assert "heartbeats" in project.wait_for(lambda: project.get(project.port), "the page")
-    project.wait_for_heartbeats(RUNS)
-    assert project.stop(master) == 0, project.output(master)
+    # When its two workers serve for a window, then SIGTERM stops them
     # Then each occurrence ran once, in the workers, never in the master
-    rows = project.heartbeats()
-    assert_each_occurrence_once(rows)
-    output = project.output(master)
+    master, rows, output = serve_a_window(project, command)
     workers = {int(pid) for pid in re.findall(r"spawned uWSGI worker \d+ \(pid: (\d+)", output)}
     assert len(workers) == 2, output
     pids = {pid for _, _, pid in rows}
