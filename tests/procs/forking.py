@@ -53,6 +53,7 @@ def built_then_forked(args: argparse.Namespace) -> None:
                 scheduled_ms=round(ctx.scheduled_at.timestamp() * 1000))
 
     scheduler.register(Job("tick", IntervalSchedule(args.every, start_at=start_at), record))
+    open(args.history, "a").close()
     children = []
     for _ in range(args.children):
         pid = os.fork()
@@ -60,7 +61,7 @@ def built_then_forked(args: argparse.Namespace) -> None:
             code = 1
             try:
                 scheduler.start()
-                time.sleep(max(0.0, args.until - time.time()))  # the window of the scenario
+                _wait_for_run(args.history, args.last_ms)
                 scheduler.stop(timeout=2)
                 code = 0
             finally:
@@ -68,6 +69,18 @@ def built_then_forked(args: argparse.Namespace) -> None:
         children.append(pid)
     failed = [pid for pid in children if os.waitpid(pid, 0)[1] != 0]
     sys.exit(1 if failed else 0)
+
+
+def _wait_for_run(path: str, scheduled_ms: int) -> None:
+    """Until some child ran the occurrence at ``scheduled_ms`` (0: not at all), polled with a
+    generous bound."""
+    deadline = time.monotonic() + 60
+    while scheduled_ms and time.monotonic() < deadline:
+        with open(path, encoding="utf-8") as history:
+            if any(json.loads(line)["scheduled_ms"] >= scheduled_ms for line in history
+                   if line.endswith("}\n")):
+                return
+        time.sleep(0.05)
 
 
 def started_then_forked(args: argparse.Namespace) -> None:
@@ -115,7 +128,8 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=3)
     parser.add_argument("--every", type=float, default=0.5)
     parser.add_argument("--start-at", type=float, default=0.0, help="epoch seconds")
-    parser.add_argument("--until", type=float, default=0.0, help="epoch seconds")
+    parser.add_argument("--last-ms", type=int, default=0,
+                        help="children stop once this occurrence ran (0: at once)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(process)d %(levelname)s %(message)s")
