@@ -106,6 +106,9 @@ CORRUPTIONS = {
     "job key holds a string": lambda c: (c.delete(JOB_KEY), c.set(JOB_KEY, "junk")),
     "job key holds a list": lambda c: (c.delete(JOB_KEY), c.rpush(JOB_KEY, "junk")),
     "junk fence": lambda c: c.hset(JOB_KEY, "fence", "not-a-number"),
+    # Past 2^53 a Lua number is not exact: fence + 1 == fence, and the fence stops rising.
+    "fence above 2^53": lambda c: c.hset(JOB_KEY, "fence", "99999999999999990"),
+    "counter below -2^53": lambda c: c.hset(JOB_KEY, "run_count", "-9007199254740993"),
     "junk status": lambda c: c.hset(JOB_KEY, "status", "exploded"),
     "junk description": lambda c: c.hset(JOB_KEY, "def", "{not json"),
     "missing field": lambda c: c.hdel(JOB_KEY, "run_count"),

@@ -15,6 +15,8 @@
 -- milliseconds and microsecond fences stay exact (below 2^53).
 
 local DUE, JOBS, REMOVED = KEYS[1], KEYS[2], KEYS[3]
+-- 2^53: integers from here on are not exact in a Lua number.
+local MAX_EXACT = 9007199254740992
 local corrupt = {}
 
 -- Every field of a job hash, read with one HMGET: asking for names rather than HGETALL halves
@@ -104,7 +106,14 @@ local function load(name, key, lease_key)
     elseif #v > 17 or not string.match(v, '^%-?%d+$') then
       return nil, 'field ' .. f .. ' is not an integer'
     else
-      job[f] = tonumber(v)
+      local n = tonumber(v)
+      -- Lua numbers are doubles: past 2^53 a fence + 1 rounds back down, and the job's
+      -- fence would stop increasing. Our own values never get near (a fence is floored
+      -- at TIME in microseconds: 2^53 µs is the year 2255).
+      if n >= MAX_EXACT or n <= -MAX_EXACT then
+        return nil, 'field ' .. f .. ' is out of the exact integer range'
+      end
+      job[f] = n
     end
   end
   for _, f in ipairs({'paused', 'last_failed'}) do
