@@ -6,8 +6,15 @@ comes from the backend's compare-and-set on the occurrence plus the fencing toke
 
 One refresher thread extends every lease this instance holds in one backend call per
 ``lock_refresh_interval``. Each lease also has a local deadline counted from when the last
-successful claim or refresh was *sent*: when it passes without a refresh, the job's token is
-cancelled and ``lock_lost`` reported at once, without waiting for the backend to answer.
+successful claim or refresh was *sent* (the backend starts the TTL no earlier), cut short by a
+margin for clock-rate drift. When it passes without a refresh, the job's token is cancelled
+and ``lock_lost`` reported. A watchdog thread of its own keeps those deadlines: the refresher
+may sit in a backend call for as long as the network lets it (a black-holed connection
+answers only when the client's socket timeout runs out, and then it retries), and the
+cancellation must not wait for that.
+
+A lease whose run has returned is *finishing* from the moment its outcome is handed to the
+backend: a refresh that finds it released meanwhile (by that very finish) is not a loss.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from .observability import Logger, MetricsCollector, NoOpMetrics, SafeHooks, Sta
 __all__ = ["DistributedLock"]
 
 #: Local deadlines are cut short by this fraction of the TTL, for clock-rate differences
-#: between this host and the backend (Redlock's drift factor, generously).
+#: between this host and the backend (Redlock's drift factor, generously) ...
 _DRIFT = 0.01
+#: ... and by at least this many seconds, for the watchdog's own wake-up latency.
+_MIN_MARGIN = 0.05
 
 
 @dataclass(eq=False)
@@ -35,6 +44,7 @@ class _Held:
     token: CancellationToken
     deadline: float  # monotonic
     lost: bool = False
+    finishing: bool = False  # its outcome is on its way to the backend
 
 
 class DistributedLock:
@@ -64,6 +74,7 @@ class DistributedLock:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._watchdog: Optional[threading.Thread] = None
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -91,7 +102,12 @@ class DistributedLock:
             states = self.finish(outcomes) if outcomes else []
             return (states, *self.acquire(instance_id, requests, peek))
         sent = self._clock.monotonic()
-        states, batch = combined(outcomes, instance_id, requests, self._lease_ms(), peek)
+        self._finishing(outcomes, True)
+        try:
+            states, batch = combined(outcomes, instance_id, requests, self._lease_ms(), peek)
+        except BaseException:
+            self._finishing(outcomes, False)
+            raise
         self._finished(outcomes, states)
         self._acquired(batch)
         return states, batch, sent
@@ -119,9 +135,21 @@ class DistributedLock:
         :returns: per outcome, the job's new state, or ``None`` when the backend rejected it
             as stale (another owner took the occurrence over); that is logged here.
         """
-        states = self.backend.finish(outcomes)
+        self._finishing(outcomes, True)
+        try:
+            states = self.backend.finish(outcomes)
+        except BaseException:
+            self._finishing(outcomes, False)  # not recorded: still ours to keep alive
+            raise
         self._finished(outcomes, states)
         return states
+
+    def _finishing(self, outcomes: Sequence[Outcome], finishing: bool) -> None:
+        with self._mutex:
+            for outcome in outcomes:
+                entry = self._held.get(outcome.lease.owner)
+                if entry is not None:
+                    entry.finishing = finishing
 
     def _finished(self, outcomes: Sequence[Outcome], states: Sequence[Optional[JobState]]) -> None:
         with self._mutex:
@@ -156,7 +184,7 @@ class DistributedLock:
         :returns: seconds until the next step is needed.
         """
         now = self._clock.monotonic()
-        self._expire_local(now)
+        self.expire_overdue(now)
         if now - self._last_refresh >= self._interval:
             self.refresh()
             now = self._clock.monotonic()
@@ -166,7 +194,7 @@ class DistributedLock:
         """Extend every held lease in one backend call, now."""
         self._last_refresh = self._clock.monotonic()
         with self._mutex:
-            held = [h for h in self._held.values() if not h.lost]
+            held = self._alive()
         if not held:
             return
         sent = self._clock.monotonic()
@@ -176,31 +204,46 @@ class DistributedLock:
             if still_held:
                 entry.deadline = max(entry.deadline, deadline)
             else:
-                self._lose(entry, "the lease expired or was taken over")
+                self._lose([entry], "the lease expired or was taken over")
 
-    def _expire_local(self, now: float) -> None:
+    def expire_overdue(self, now: float) -> None:
+        """Cancel the runs whose lease is past its local deadline (the watchdog's step)."""
         with self._mutex:
-            overdue = [h for h in self._held.values() if not h.lost and h.deadline <= now]
-        for entry in overdue:
-            self._lose(entry, "no successful refresh before the lease's deadline")
+            overdue = [h for h in self._alive() if h.deadline <= now]
+        self._lose(overdue, "no successful refresh before the lease's deadline")
 
-    def _lose(self, entry: _Held, why: str) -> None:
-        entry.lost = True
-        entry.token.cancel(f"lease lost: {why}")
-        self._hooks.metric("lock_lost", entry.lease.job_name)
-        self._hooks.log("warning", "lease lost; the run is cancelled", job=entry.lease.job_name,
-                        fence=entry.lease.fence, reason=why)
+    def _alive(self) -> list[_Held]:
+        """The leases still to keep alive (call with the mutex held): not lost, and not
+        finishing — a finish that lands late is judged by the backend's fence instead."""
+        return [h for h in self._held.values() if not h.lost and not h.finishing]
+
+    def _earliest_deadline(self) -> Optional[float]:
+        with self._mutex:
+            return min((h.deadline for h in self._alive()), default=None)
+
+    def _lose(self, entries: Sequence[_Held], why: str) -> None:
+        with self._mutex:
+            # Skipped: a run whose outcome was sent (or recorded) meanwhile — its own finish
+            # released the lease, which is no loss — and one the other thread declared lost.
+            lost = [h for h in entries
+                    if self._held.get(h.lease.owner) is h and not h.lost and not h.finishing]
+            for entry in lost:
+                entry.lost = True
+        for entry in lost:
+            entry.token.cancel(f"lease lost: {why}")
+            self._hooks.metric("lock_lost", entry.lease.job_name)
+            self._hooks.log("warning", "lease lost; the run is cancelled",
+                            job=entry.lease.job_name, fence=entry.lease.fence, reason=why)
 
     def _next_step(self, now: float) -> float:
-        with self._mutex:
-            deadlines = [h.deadline for h in self._held.values() if not h.lost]
         wake = self._last_refresh + self._interval
-        if deadlines:
-            wake = min(wake, min(deadlines))
+        earliest = self._earliest_deadline()
+        if earliest is not None:
+            wake = min(wake, earliest)
         return max(0.0, wake - now)
 
     def _deadline(self, sent: float) -> float:
-        return sent + self._ttl * (1 - _DRIFT)
+        return sent + self._ttl - max(self._ttl * _DRIFT, _MIN_MARGIN)
 
     def _lease_ms(self) -> int:
         return int(self._ttl * 1000)
@@ -208,19 +251,38 @@ class DistributedLock:
     # -- the refresher thread ----------------------------------------------------------------
 
     def start_refresher(self) -> None:
-        """Start the refresher thread."""
+        """Start the refresher and watchdog threads."""
         self._stop.clear()
         self._thread = threading.Thread(target=self._refresh_loop, name="pyscheduler-refresher",
                                         daemon=True)
+        self._watchdog = threading.Thread(target=self._watch_loop,
+                                          name="pyscheduler-lease-watchdog", daemon=True)
         self._thread.start()
+        self._watchdog.start()
 
     def stop_refresher(self, timeout: float = 5.0) -> None:
-        """Stop and join the refresher thread."""
+        """Stop and join the refresher and watchdog threads."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in (self._thread, self._watchdog):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._watchdog = None
+
+    def _watch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.expire_overdue(self._clock.monotonic())
+            except Exception:  # a hook that raised: keep watching
+                self._hooks.log("error", "the lease watchdog failed; continuing",
+                                traceback=traceback.format_exc(limit=3))
+            earliest = self._earliest_deadline()
+            # No wake-up when a lease is taken: a new lease's deadline (sent + TTL) is never
+            # before those already held, and with none held the next one is at least a TTL
+            # away, longer than the refresh interval waited here.
+            delay = (min(self._interval, self._ttl / 2) if earliest is None
+                     else earliest - self._clock.monotonic())
+            self._clock.wait(self._stop, max(0.0, delay))
 
     def _refresh_loop(self) -> None:
         failures = 0
@@ -231,8 +293,7 @@ class DistributedLock:
                 failures = 0
             except Exception:
                 failures += 1
-                # Retry soon, and never sleep past a local deadline: those still cancel
-                # runs while the backend is unreachable.
+                # Retry soon, with a backoff; the watchdog keeps the local deadlines meanwhile.
                 delay = min(0.05 * 2**min(failures, 6), self._next_step(self._clock.monotonic()))
                 self._hooks.log("error", "lease refresh failed; retrying",
                                 traceback=traceback.format_exc(limit=3))

@@ -668,7 +668,7 @@ def test_nothing_starts_before_start():
     assert set(threading.enumerate()) - before == set()
     scheduler.start()
     started = {thread.name for thread in set(threading.enumerate()) - before}
-    assert {"pyscheduler-tick", "pyscheduler-refresher"} <= started
+    assert {"pyscheduler-tick", "pyscheduler-refresher", "pyscheduler-lease-watchdog"} <= started
     scheduler.stop()
 
 
