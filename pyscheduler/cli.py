@@ -307,6 +307,12 @@ def run_demo(duration: float) -> int:
     scheduler = Scheduler(config=SchedulerConfig(tick_interval=1.0, max_concurrent=4,
                                                  lock_ttl=10, lock_refresh_interval=3))
     attempts: dict[str, int] = {}
+
+    def say(text: str) -> None:
+        # One write per line: print() writes the text and the newline apart, and the log
+        # lines of other threads can land in between.
+        sys.stdout.write(text + "\n")
+
     beats = [0]
     beats_lock = threading.Lock()  # handlers run on worker threads
 
@@ -314,25 +320,25 @@ def run_demo(duration: float) -> int:
         with beats_lock:
             beats[0] += 1
             count = beats[0]
-        print(f"  heartbeat #{count} scheduled {ctx.scheduled_at:%H:%M:%S}, "
-              f"fence {ctx.fencing_token}")
+        say(f"  heartbeat #{count} scheduled {ctx.scheduled_at:%H:%M:%S}, "
+            f"fence {ctx.fencing_token}")
 
     def flaky(ctx: JobContext) -> None:
         attempts[ctx.scheduled_at.isoformat()] = ctx.attempt
         if ctx.attempt < 3:
             raise RuntimeError(f"simulated failure on attempt {ctx.attempt}")
-        print(f"  flaky succeeded on attempt {ctx.attempt}")
+        say(f"  flaky succeeded on attempt {ctx.attempt}")
 
     def slow(ctx: JobContext) -> None:
         if not ctx.sleep(30):
-            print(f"  slow noticed cancellation: {ctx.cancel_reason}")
+            say(f"  slow noticed cancellation: {ctx.cancel_reason}")
 
     now = SystemClock().now()
     scheduler.register(Job("heartbeat", IntervalSchedule(2.0), heartbeat))
     scheduler.register(Job("cron-every-5s", CronSchedule("*/5 * * * * *"),
-                           lambda: print("  cron job: on every fifth second")))
+                           lambda: say("  cron job: on every fifth second")))
     scheduler.register(Job("once", OnceSchedule(now + timedelta(seconds=3)),
-                           lambda: print("  one-time job ran")))
+                           lambda: say("  one-time job ran")))
     scheduler.register(Job("flaky", OnceSchedule(now + timedelta(seconds=1)), flaky,
                            retry_policy=RetryPolicy(max_retries=3, initial_interval=1.0,
                                                     strategy=RetryStrategy.FIXED)))

@@ -85,7 +85,7 @@ def test_demo_command_runs_and_exits_by_itself():
     assert len(beats) >= 2, result.stdout
     assert [int(count) for count, _ in beats] == list(range(1, len(beats) + 1))
     fences = [int(fence) for _, fence in beats]
-    assert fences == sorted(fences) and len(set(fences)) == len(fences)
+    assert fences == sorted(fences) and len(set(fences)) == len(fences), result.stdout
 
 
 def run_tests_without_redis_server(*args: str) -> subprocess.CompletedProcess[str]:
