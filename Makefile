@@ -7,6 +7,7 @@
 #   make test ARGS='-m "not slow"'     ARGS go to pytest (here: skip the multi-process tests)
 #   make demo ARGS='--duration 5'       ... or to the demo
 #   make lint                         ruff and mypy, as CI runs them
+#   make faults                       the fault suite in full: 3 runs of each scenario, longer
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,12 +16,13 @@ ARGS ?=
 venv_python := $(VENV)/bin/python
 stamp := $(VENV)/.installed
 
-.PHONY: help demo test lint
+.PHONY: help demo test lint faults
 
 help:
 	@echo "make demo    run the demo (15 s on the in-memory backend)"
 	@echo "make test    run the test suite (ARGS='-m \"not slow\"' for a quick run)"
 	@echo "make lint    ruff and mypy"
+	@echo "make faults  the fault-injection suite in full (3 runs of each scenario)"
 	@echo "Each sets up $(VENV) first when needed."
 
 demo: $(stamp)
@@ -28,6 +30,10 @@ demo: $(stamp)
 
 test: $(stamp)
 	$(venv_python) -m pytest $(ARGS)
+
+# The CI-sized fault suite runs with the others (`make test`); this is the full one.
+faults: $(stamp)
+	PYSCHEDULER_FAULT_RUNS=3 $(venv_python) -m pytest tests/faults -m faults $(ARGS)
 
 lint: $(stamp)
 	$(venv_python) -m ruff check pyscheduler tests benchmarks

@@ -72,7 +72,7 @@ class RedisServer:
 
     def start(self) -> None:
         """Start the server on :attr:`port` and wait until it answers."""
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+        command = [self.binary, *self.listen_options(), "--bind", "127.0.0.1",
                    "--save", "", "--appendonly", "no", "--dir", str(self.directory),
                    "--daemonize", "no", *self.args]
         if self.password:
@@ -80,6 +80,10 @@ class RedisServer:
         with open(self.log, "ab") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         self._wait_until_ready()
+
+    def listen_options(self) -> list[str]:
+        """The options that make the server listen on :attr:`port` (TLS servers override)."""
+        return ["--port", str(self.port)]
 
     def _wait_until_ready(self) -> None:
         probe = self.client(socket_connect_timeout=0.5, socket_timeout=0.5,

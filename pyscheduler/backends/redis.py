@@ -57,6 +57,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ..errors import BackendError, BackendUnavailableError, ConfigError, CorruptStateError
 from .base import (
@@ -181,7 +182,11 @@ class RedisBackend:
     def close(self) -> None:
         if self._owns_refresh_client:
             self._refresh_client.close()
-            self._refresh_client.connection_pool.disconnect()
+            pool = self._refresh_client.connection_pool
+            pool.disconnect()
+            if isinstance(pool, SentinelConnectionPool):  # its sentinels are ours too
+                for sentinel in pool.sentinel_manager.sentinels:
+                    sentinel.close()
         if self._owns_client:
             self._client.close()
 
@@ -192,9 +197,10 @@ class RedisBackend:
     def _check_eviction(self) -> None:
         try:
             raw = cast("dict[Any, Any]", self._client.config_get("maxmemory*"))
-        except ResponseError as exc:  # CONFIG is often not permitted on managed Redis
-            logger.debug("cannot read the eviction policy of Redis at %s: %s", self._address,
-                         exc)
+        except ResponseError as exc:  # CONFIG is often not permitted (ACL users, managed Redis)
+            logger.info("could not check the maxmemory-policy of Redis at %s (%s): make sure "
+                        "it is noeviction, or leases and job state can be evicted",
+                        self._address, exc)
             return
         except RedisError as exc:
             raise self._translate(exc) from exc
@@ -497,22 +503,56 @@ def _address_of(client: redis.Redis) -> str:
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
     db = kwargs.get("db", 0)
+    if isinstance(pool, SentinelConnectionPool):  # the master moves: name who says where
+        sentinels = ",".join(_host_port(sentinel.connection_pool.connection_kwargs)
+                             for sentinel in pool.sentinel_manager.sentinels)
+        return f"sentinel://{sentinels}/{pool.service_name}/{db}"
     if "path" in kwargs:
         return f"unix://{kwargs['path']}?db={db}"
+    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
+    return f"{scheme}://{_host_port(kwargs)}/{db}"
+
+
+def _host_port(kwargs: dict[str, Any]) -> str:
     host = str(kwargs.get("host", "localhost"))
     if ":" in host:
         host = f"[{host}]"
-    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
-    return f"{scheme}://{host}:{kwargs.get('port', 6379)}/{db}"
+    return f"{host}:{kwargs.get('port', 6379)}"
 
 
 def _refresh_client_for(client: redis.Redis) -> redis.Redis:
-    """A client to the same server with bounded timeouts and at most one retry (R6)."""
+    """A client to the same server with bounded timeouts and at most one retry (R6); for a
+    Sentinel client, one that follows the master as the sentinels name it."""
     pool = client.connection_pool
     kwargs = {key: value for key, value in pool.connection_kwargs.items()
               if not key.startswith(_POOL_BOUND_KWARGS)}
     kwargs.update(socket_timeout=_REFRESH_TIMEOUT, socket_connect_timeout=_REFRESH_TIMEOUT,
                   retry=Retry(NoBackoff(), 1))
     kwargs.pop("retry_on_timeout", None)
-    refresh_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    refresh_pool: redis.ConnectionPool
+    if isinstance(pool, SentinelConnectionPool):
+        # A pool of the Sentinel kind, on sentinels of its own: the given pool's proxy
+        # (under "connection_pool") only drops that pool's connections to a replaced master,
+        # and the given sentinels may wait without bounds.
+        del kwargs["connection_pool"]
+        refresh_pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            pool.service_name, _bounded_sentinel(pool.sentinel_manager),
+            connection_class=pool.connection_class, is_master=pool.is_master,
+            check_connection=pool.check_connection, **kwargs)
+    else:
+        refresh_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     return redis.Redis(connection_pool=refresh_pool)
+
+
+def _bounded_sentinel(manager: Sentinel) -> Sentinel:
+    """The sentinels of ``manager`` again, asked with the refresher's bounded timeouts; each
+    is asked once in turn, so none is retried."""
+    addresses = [(sentinel.connection_pool.connection_kwargs["host"],
+                  sentinel.connection_pool.connection_kwargs["port"])
+                 for sentinel in manager.sentinels]
+    sentinel_kwargs = dict(manager.sentinel_kwargs, socket_timeout=_REFRESH_TIMEOUT,
+                           socket_connect_timeout=_REFRESH_TIMEOUT, retry=Retry(NoBackoff(), 0))
+    sentinel_kwargs.pop("retry_on_timeout", None)
+    return Sentinel(  # type: ignore[no-untyped-call]
+        addresses, min_other_sentinels=manager.min_other_sentinels,
+        sentinel_kwargs=sentinel_kwargs, force_master_ip=getattr(manager, "_force_master_ip", None))

@@ -256,7 +256,7 @@ def test_a_safe_server_is_not_warned_about(redis_server, caplog):
     assert caplog.records == []
 
 
-def test_an_acl_user_without_config_is_served_quietly(redis_server_factory, caplog):
+def test_an_acl_user_without_config_gets_one_info_line(redis_server_factory, caplog):
     # Given an ACL user, in the URL, who may not run CONFIG (as on managed Redis)
     server = redis_server_factory("--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru")
     admin = server.client()
@@ -264,10 +264,13 @@ def test_an_acl_user_without_config_is_served_quietly(redis_server_factory, capl
                       commands=["+@all", "-config"])
     admin.close()
     backend = RedisBackend.from_url(f"redis://app:apppw@127.0.0.1:{server.port}/0", "acl")
-    # When it opens: no warning, the check is skipped
+    # When it opens: no warning and no error, one line saying the check could not be made
     with caplog.at_level(logging.DEBUG, logger="pyscheduler.redis"):
         backend.open()
-    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert "could not check the maxmemory-policy" in record.getMessage()
+    assert f"127.0.0.1:{server.port}" in record.getMessage()
     # And it works
     (state,) = register_due(backend, "job")
     assert len(backend.claim("i", [request(state)], LONG, 0).claims) == 1

@@ -1,0 +1,1 @@
+"""The fault-injection suite: scheduler processes under injected faults, checked by history."""
