@@ -26,7 +26,7 @@ __all__ = ["DueIndex", "IndexEntry"]
 class IndexEntry:
     """This instance's view of one registered job."""
 
-    __slots__ = ("due_ms", "job", "next_run_ms", "running")
+    __slots__ = ("due_ms", "job", "next_run_ms", "running", "superseded")
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -36,6 +36,8 @@ class IndexEntry:
         self.next_run_ms: Optional[int] = None
         #: runs of this job in this process whose handlers have not returned
         self.running = 0
+        #: the group runs another definition of the job (registered by another instance)
+        self.superseded = False
 
 
 class DueIndex:

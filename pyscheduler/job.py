@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Callable, Collection, Optional, Union
 
 from ._time import Duration, from_ms, to_seconds
-from .backends.base import JobState
+from .backends.base import JobState, definition_version
 from .context import JobContext
 from .errors import InvalidJobError
 from .retry import RetryPolicy
@@ -80,9 +80,9 @@ class Job:
     """
 
     # Slots: a process may hold 100,000 jobs.
-    __slots__ = ("_description", "_local_runs", "_state", "_takes_context", "enabled",
-                 "handler", "misfire_grace_time", "name", "recover", "retry_policy",
-                 "schedule", "timeout")
+    __slots__ = ("_description", "_local_runs", "_state", "_takes_context", "_version",
+                 "enabled", "handler", "misfire_grace_time", "name", "recover",
+                 "retry_policy", "schedule", "timeout")
 
     def __init__(
         self,
@@ -114,6 +114,7 @@ class Job:
         self._state: Optional[tuple[object, ...]] = None
         self._local_runs = 0
         self._description: Optional[dict[str, object]] = None
+        self._version: Optional[str] = None
 
     @property
     def metadata(self) -> JobMetadata:
@@ -155,6 +156,14 @@ class Job:
         if self._description is None:  # the fields it shows never change
             self._description = self._describe()
         return self._description
+
+    @property
+    def definition_version(self) -> str:
+        """The fingerprint of :meth:`describe`: the group runs a job as it was last
+        registered, and an instance whose definition differs leaves it to the others."""
+        if self._version is None:
+            self._version = definition_version(self.stored_description())
+        return self._version
 
     def _describe(self) -> dict[str, object]:
         describe = getattr(self.schedule, "describe", None)

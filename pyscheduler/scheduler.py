@@ -237,8 +237,8 @@ class Scheduler:
         else:
             first = job.schedule.next_after(now)
         return JobDefinition(job.name, None if first is None else to_ms(first),
-                             job.stored_description(),
-                             start_paused=not job.enabled)
+                             job.stored_description(), start_paused=not job.enabled,
+                             version=job.definition_version)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -651,6 +651,7 @@ class Scheduler:
             following_ms=following,
             misfire_grace_ms=None if grace is None else int(grace * 1000),
             max_recoveries=job.max_recoveries,
+            definition_version=job.definition_version,
         )
 
     def _apply_batch(self, batch: ClaimBatch, sent: float) -> None:
@@ -675,6 +676,7 @@ class Scheduler:
         entry = self._index.run_started(claim.job_name)
         if entry is None:  # removed here while claiming: the backend dropped it too
             return
+        entry.superseded = False
         job = entry.job
         deadline = None if job.timeout is None else self.clock.monotonic() + job.timeout
         ctx = JobContext(
@@ -782,7 +784,26 @@ class Scheduler:
             else:
                 self._rebuild([entry])
             return
+        if due.superseded:
+            self._leave_to_others(entry, due)
+            return
         self._set_due(entry, due.due_ms, due.next_run_ms)
+
+    def _leave_to_others(self, entry: IndexEntry, due: DueEntry) -> None:
+        """The group runs a definition of the job registered since by another instance (a
+        rolling deploy): claim nothing of it, and write none of this schedule back.
+
+        The job leaves the local index; a peek that finds it due brings it back, to be asked
+        again, so that it runs here once it is registered back with this definition (a
+        rollback) — at most one refused claim per tick meanwhile.
+        """
+        if not entry.superseded:
+            entry.superseded = True
+            self._hooks.log("warning", "another instance registered this job with a different "
+                            "definition (a rolling deploy?): the group runs the latest one, "
+                            "and this instance leaves the job to the instances that have it",
+                            job=entry.job.name)
+        self._index.set_due(entry, None, due.next_run_ms)
 
     def _set_due(self, entry: IndexEntry, due_ms: Optional[int],
                  next_run_ms: Optional[int]) -> None:

@@ -32,14 +32,22 @@ work is cheap with 100,000 jobs:
 - waiting for a retry: ``retry_at``; interrupted at shutdown: the interruption time;
 - otherwise: the earlier of the next regular run and a pending ``run_now`` request.
 
+*Definitions change in rolling deploys*, when old and new instances coexist: the group runs a
+job as it was last registered. Registering a new version replaces the stored definition (and
+restarts the regular occurrences from the new schedule when the schedule changed); a claim
+made with another version is refused as ``superseded``, so an instance still on the old
+definition never claims the job, and does not write its schedule back.
+
 This is not a queue: a job has at most one occurrence in flight, and its next regular run is
 considered only after that occurrence settled (missed runs are then coalesced or skipped).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence
+from typing import Mapping, Optional, Protocol, Sequence
 
 __all__ = [
     "Backend",
@@ -52,6 +60,9 @@ __all__ = [
     "Lease",
     "Outcome",
     "OccurrenceKind",
+    "definition_version",
+    "schedule_changed",
+    "superseded",
 ]
 
 
@@ -73,6 +84,12 @@ class JobDefinition:
         backend (an existing job keeps its stored state); ``None`` for no occurrence.
     :param description: JSON-able description (schedule, options, schema version) for
         operators; the backend stores it and never interprets it.
+    :param version: the definition's fingerprint (:func:`definition_version`); ``""`` for
+        none. The group runs a job as it was last registered: registering another version
+        replaces the stored one (and, when the schedule part differs, restarts the job's
+        regular occurrences at ``first_run_ms``, unless it has none left: a one-time job
+        that ran stays done), and claims made with the old version are refused from then on
+        (see :attr:`ClaimRequest.definition_version`).
     """
 
     name: str
@@ -80,6 +97,32 @@ class JobDefinition:
     description: dict[str, object] = field(default_factory=dict)
     #: a new job starts paused (``Job(enabled=False)``); an existing one keeps its state
     start_paused: bool = False
+    version: str = ""
+
+
+def definition_version(description: Mapping[str, object]) -> str:
+    """A job definition's fingerprint: ``<schedule part>.<the rest>``, two short hashes of
+    the description's canonical JSON, so that a backend can tell a changed schedule from a
+    changed option without interpreting either."""
+    schedule = {key: value for key, value in description.items() if key == "schedule"}
+    rest = {key: value for key, value in description.items() if key != "schedule"}
+    return f"{_digest(schedule)}.{_digest(rest)}"
+
+
+def schedule_changed(stored: str, registered: str) -> bool:
+    """Whether two definition versions differ in their schedule part."""
+    return stored.partition(".")[0] != registered.partition(".")[0]
+
+
+def superseded(stored: str, claimed: str) -> bool:
+    """Whether a claim made with version ``claimed`` is refused for a job stored with
+    ``stored`` (``""`` on either side: no version to compare)."""
+    return bool(stored) and bool(claimed) and stored != claimed
+
+
+def _digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=6).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -118,6 +161,10 @@ class DueEntry:
     #: the backend's data (``missing`` only), in which case its registrants re-create it
     missing: bool = False
     removed: bool = False
+    #: the job is stored with another definition version than the claim's: an instance
+    #: registered it since (a rolling deploy). The caller leaves it to the instances that
+    #: have that definition, and asks again later in case it is registered back.
+    superseded: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +191,9 @@ class ClaimRequest:
     following_ms: Optional[int]
     misfire_grace_ms: Optional[int] = None
     max_recoveries: int = 1
+    #: the caller's :attr:`JobDefinition.version` of the job; ``""`` claims whatever version
+    #: is stored
+    definition_version: str = ""
 
 
 @dataclass(frozen=True)

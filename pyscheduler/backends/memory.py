@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from dataclasses import replace
 from typing import Optional, Sequence
 
 from ..clock import Clock, SystemClock
@@ -22,6 +23,8 @@ from .base import (
     Lease,
     OccurrenceKind,
     Outcome,
+    schedule_changed,
+    superseded,
 )
 
 __all__ = ["MemoryBackend"]
@@ -77,10 +80,11 @@ class _State:
 
 class _Record:
     __slots__ = ("last_claim", "lease_expires_ms", "lease_fence", "lease_owner", "manual_at_ms",
-                 "occurrence", "state")
+                 "occurrence", "state", "version")
 
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: _State, version: str) -> None:
         self.state = state
+        self.version = version  # of the definition last registered
         self.occurrence: Optional[_Occurrence] = None
         self.manual_at_ms: Optional[int] = None
         self.lease_owner = ""
@@ -134,13 +138,26 @@ class MemoryBackend:
                 record = self._records.get(definition.name)
                 if record is None:
                     record = _Record(_State(definition.name, definition.first_run_ms,
-                                            definition.start_paused, definition.description))
+                                            definition.start_paused, definition.description),
+                                     definition.version)
                     self._records[definition.name] = record
                     self._reindex(record)
                 else:
-                    record.state.description = definition.description
+                    self._redefine(record, definition)
                 states.append(self._snapshot(record))
             return states
+
+    def _redefine(self, record: _Record, definition: JobDefinition) -> None:
+        record.state.description = definition.description
+        if not definition.version or definition.version == record.version:
+            return
+        if (record.version and record.state.next_run_ms is not None
+                and schedule_changed(record.version, definition.version)):
+            # The new schedule's occurrences from now on; none of the old one's is claimed.
+            # A job with no occurrence left (a one-time job that ran) stays done.
+            record.state.next_run_ms = definition.first_run_ms
+            self._reindex(record)
+        record.version = definition.version
 
     def pause(self, name: str) -> Optional[DueEntry]:
         return self._update(name, paused=True)
@@ -203,6 +220,9 @@ class MemoryBackend:
                 earlier = record.last_claim
                 if earlier is not None and earlier[1] == request.owner:
                     claims.append(Claim(*earlier))  # type: ignore[arg-type]
+                    continue
+                if superseded(record.version, request.definition_version):
+                    refused.append(replace(self._due_entry(record), superseded=True))
                     continue
                 claim = self._claim_one(record, request, now, lease_ms, skipped, abandoned)
                 if claim is None:

@@ -227,8 +227,8 @@ class RedisBackend:
 
     def _register(self, definitions: Sequence[JobDefinition]) -> list[JobState]:
         rows = [[definition.name, _opt(definition.first_run_ms), int(definition.start_paused),
-                 json.dumps(definition.description, sort_keys=True, default=str)]
-                for definition in definitions]
+                 json.dumps(definition.description, sort_keys=True, default=str),
+                 definition.version] for definition in definitions]
         names = [definition.name for definition in definitions]
         raws = self._call("register", names, [_json(rows)])
         states = []
@@ -279,7 +279,8 @@ class RedisBackend:
         rows = [[request.job_name, request.owner, int(request.expected_due_ms),
                  _opt(request.expected_next_run_ms), _opt(request.scheduled_ms),
                  _opt(request.following_ms), _opt(request.misfire_grace_ms),
-                 int(request.max_recoveries)] for request in requests]
+                 int(request.max_recoveries), request.definition_version]
+                for request in requests]
         args: list[_Arg] = [max(1, int(lease_ms)), max(0, int(peek)), self._job_prefix,
                             self._lease_prefix, _json(rows)]
         finished = [outcome.lease.job_name for outcome in outcomes]
@@ -449,9 +450,9 @@ def _claim(row: list[Any]) -> Claim:
 
 def _due_entry(row: list[Any]) -> DueEntry:
     """A due entry from a RESP array (bytes) or a JSON array (text and numbers)."""
-    name, due, next_run, missing, removed = row
+    name, due, next_run, missing, removed, superseded = row
     return DueEntry(_text(name), _opt_int(_text(due)), _opt_int(_text(next_run)),
-                    missing=bool(missing), removed=bool(removed))
+                    missing=bool(missing), removed=bool(removed), superseded=bool(superseded))
 
 
 def _entry(payload: Any) -> Optional[DueEntry]:

@@ -611,3 +611,77 @@ def test_finish_and_claim_records_first_then_claims(backend):
     states, batch = backend.finish_and_claim(
         [Outcome(lease_of(first), True)], "instance", [], LONG, 0)
     assert states == [None] and batch.claims == []
+
+
+# -- definitions changed by a rolling deploy --------------------------------------------------
+
+OLD = "aaaa.1111"  # definition versions: <schedule part>.<the rest>
+NEW_SCHEDULE = "bbbb.1111"
+NEW_OPTION = "aaaa.2222"
+
+
+def test_a_new_schedule_replaces_the_old_one_and_its_claims_are_refused(backend):
+    # Given a job due under its old schedule
+    old = register_due(backend, version=OLD)
+    # When an instance registers it with another schedule (its next run an hour from now)
+    first_new = backend.now_ms() + HOUR
+    (new,) = backend.register([JobDefinition("job", first_new, version=NEW_SCHEDULE)])
+    # Then the old schedule's occurrence is gone, and the regular runs follow the new one
+    assert new.next_run_ms == first_new and new.due_ms == first_new
+    # And a claim made with the old definition is refused as superseded, writing nothing
+    (refused,) = claim(backend, regular(old, definition_version=OLD)).refused
+    assert refused.superseded and refused.next_run_ms == first_new
+    assert state_of(backend).next_run_ms == first_new and state_of(backend).fence == 0
+
+
+def test_a_changed_option_keeps_the_schedule_and_refuses_old_claims(backend):
+    old = register_due(backend, version=OLD)
+    (new,) = backend.register([JobDefinition("job", backend.now_ms() + HOUR,
+                                             version=NEW_OPTION)])
+    assert new.next_run_ms == old.next_run_ms  # the due occurrence stays due
+    (refused,) = claim(backend, regular(old, "o1", definition_version=OLD)).refused
+    assert refused.superseded
+    claimed = claim_one(backend, regular(new, "o2", definition_version=NEW_OPTION))
+    assert claimed.scheduled_ms == old.next_run_ms
+
+
+def test_the_old_definition_registered_back_takes_the_job_back(backend):
+    # "The last registration wins": a rollback is a registration too.
+    register_due(backend, version=OLD)
+    backend.register([JobDefinition("job", backend.now_ms() + HOUR, version=NEW_SCHEDULE)])
+    (back,) = backend.register([JobDefinition("job", backend.now_ms() - 500, version=OLD)])
+    refused = claim(backend, regular(back, "o1", definition_version=NEW_SCHEDULE)).refused
+    assert refused[0].superseded
+    assert claim_one(backend, regular(back, "o2", definition_version=OLD)).attempt == 1
+
+
+def test_versions_are_only_compared_when_both_sides_have_one(backend):
+    # Data stored without a version (an older release) and claims that name none are
+    # not refused; the first versioned registration adopts its version without moving
+    # the schedule.
+    unversioned = register_due(backend)
+    (adopted,) = backend.register([JobDefinition("job", backend.now_ms() + HOUR,
+                                                 version=OLD)])
+    assert adopted.next_run_ms == unversioned.next_run_ms
+    claimed = claim_one(backend, regular(adopted))
+    assert claimed.scheduled_ms == unversioned.next_run_ms
+
+
+def test_a_resent_claim_is_answered_even_after_a_new_version(backend):
+    old = register_due(backend, version=OLD)
+    request = regular(old, "o1", definition_version=OLD)
+    first = claim_one(backend, request)
+    backend.register([JobDefinition("job", backend.now_ms() + HOUR, version=NEW_SCHEDULE)])
+    assert claim_one(backend, request) == first  # its reply was lost: it holds the lease
+
+
+def test_a_one_time_job_that_ran_stays_done_under_a_new_schedule(backend):
+    # A OnceSchedule computed from the start time differs on every instance: the job must
+    # not run again each time one more instance registers it.
+    old = register_due(backend, version=OLD)
+    claimed = claim_one(backend, ClaimRequest("job", "o1", old.due_ms, old.next_run_ms,
+                                              old.next_run_ms, None, definition_version=OLD))
+    backend.finish([Outcome(lease_of(claimed), True)])
+    (new,) = backend.register([JobDefinition("job", backend.now_ms() - 10,
+                                             version=NEW_SCHEDULE)])
+    assert new.next_run_ms is None and new.due_ms is None

@@ -2,14 +2,15 @@
 -- peek at other due jobs.
 -- KEYS: common layout, one (job, lease) pair per request, then one per outcome
 -- ARGV: lease_ms, peek, job key prefix, lease key prefix (for the peeked jobs, which share
---       the hash tag), then the requests as a JSON array of arrays of 8 values: name, owner,
+--       the hash tag), then the requests as a JSON array of arrays of 9 values: name, owner,
 --       expected_due_ms, expected_next_run_ms, scheduled_ms, following_ms, misfire_grace_ms
---       ('' = none for the last four), max_recoveries; optionally the outcomes to record
+--       ('' = none for the last four), max_recoveries, definition version ('' = any);
+--       optionally the outcomes to record
 --       first, as finish takes them
 -- Returns {{claimed, finished}, corrupt}: finished is what finish_outcomes returns for the
 -- outcomes, and claimed the JSON array [now_ms, claims, refused, due, skipped, abandoned]:
 --   claims[i] = {name, owner, fence, scheduled_ms, attempt, kind, claimed_at_ms, lease_ms}
---   refused[i], due[i] = {name, due_ms, next_run_ms, missing (0/1), removed (0/1)}
+--   refused[i], due[i] = {name, due_ms, next_run_ms, missing, removed, superseded (0/1)}
 local lease_ms, peek = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now_ms, now_us = server_now()
 local claims, refused, due, skipped, abandoned = {}, {}, {}, {}, {}
@@ -81,9 +82,9 @@ end
 -- our form, which the full load then reports). In a group of schedulers most claims are
 -- refused, and a full load costs several times this.
 local function moved_past(req, key)
-  local fields = redis.pcall('HMGET', key, 'v', 'due', 'next_run', 'owner')
+  local fields = redis.pcall('HMGET', key, 'v', 'due', 'next_run', 'owner', 'ver')
   if fields.err then return nil end
-  local v, due, next_run, owner = fields[1], fields[2], fields[3], fields[4]
+  local v, due, next_run, owner, ver = fields[1], fields[2], fields[3], fields[4], fields[5]
   if v ~= '1' or owner == req.owner or type(due) ~= 'string' or type(next_run) ~= 'string' then
     return nil
   end
@@ -91,7 +92,7 @@ local function moved_past(req, key)
     if value ~= '' and (#value > 17 or not string.match(value, '^%-?%d+$')) then return nil end
   end
   if opt_int(due) == req.expected_due then return nil end
-  return {req.name, due, next_run, 0, 0}
+  return {req.name, due, next_run, 0, 0, superseded(ver or '', req.version) and 1 or 0}
 end
 
 local rows = cjson.decode(ARGV[5])
@@ -106,7 +107,7 @@ for i, r in ipairs(rows) do
   local req = {
     name = r[1], owner = r[2], expected_due = tonumber(r[3]), expected_next = opt_int(r[4]),
     scheduled = opt_int(r[5]), following = opt_int(r[6]), grace = opt_int(r[7]),
-    max_recoveries = tonumber(r[8])}
+    max_recoveries = tonumber(r[8]), version = r[9] or ''}
   if not requested[req.name] then
     requested[req.name] = true
     distinct = distinct + 1
@@ -122,6 +123,8 @@ for i, r in ipairs(rows) do
     refused[#refused + 1] = missing(req.name, removed)
   elseif job.owner ~= '' and job.owner == req.owner then  -- a re-sent request, reply lost
     claims[#claims + 1] = claim_of(job)
+  elseif superseded(job.ver, req.version) then
+    refused[#refused + 1] = entry(job, true)
   else
     local claim = claim_one(job, req)
     if claim then

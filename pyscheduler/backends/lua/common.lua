@@ -25,7 +25,7 @@ local HASH_FIELDS = {
   'v', 'def', 'next_run', 'paused', 'fence', 'manual_at', 'due', 'run_count', 'failure_count',
   'consecutive_failures', 'last_run', 'last_success', 'last_error', 'last_duration',
   'last_failed', 'owner', 'scheduled', 'attempt', 'kind', 'claimed_at', 'lease_ms', 'status',
-  'retry_at', 'recoveries', 'lease_until'}
+  'retry_at', 'recoveries', 'lease_until', 'ver'}
 
 -- Integer fields of a job hash ('' = none) and those that must always be set.
 local INT_FIELDS = {
@@ -96,7 +96,8 @@ local function load(name, key, lease_key)
     return nil, 'unknown layout version'
   end
   local job = {
-    name = name, key = key, lease_key = lease_key, raw = h, def = h.def, owner = h.owner or '',
+    name = name, key = key, lease_key = lease_key, raw = h, def = h.def, ver = h.ver or '',
+    owner = h.owner or '',
     kind = h.kind or '', status = h.status or '', last_error = h.last_error or '',
     last_duration = h.last_duration or ''}
   for _, f in ipairs(INT_FIELDS) do
@@ -194,7 +195,7 @@ local function store(job)
     redis.call('ZADD', DUE, fmt(job.due), job.name)
   end
   local fields = {
-    v = '1', def = job.def, next_run = fmt(job.next_run),
+    v = '1', def = job.def, ver = job.ver or '', next_run = fmt(job.next_run),
     paused = job.paused and '1' or '0', fence = fmt(job.fence),
     manual_at = fmt(job.manual_at), due = fmt(job.due), run_count = fmt(job.run_count),
     failure_count = fmt(job.failure_count),
@@ -223,12 +224,23 @@ local function stored_reply(job)
   return cjson.encode(values)
 end
 
-local function entry(job)
-  return {job.name, fmt(job.due), fmt(job.next_run), 0, 0}
+-- A due entry: {name, due_ms, next_run_ms, missing, removed, superseded} (base.py DueEntry).
+local function entry(job, superseded)
+  return {job.name, fmt(job.due), fmt(job.next_run), 0, 0, superseded and 1 or 0}
 end
 
 local function missing(name, removed)
-  return {name, '', '', 1, removed and 1 or 0}
+  return {name, '', '', 1, removed and 1 or 0, 0}
+end
+
+-- Definition versions are '<schedule part>.<the rest>' (base.py definition_version); ''
+-- on either side compares as no version.
+local function superseded(stored, claimed)
+  return stored ~= '' and claimed ~= '' and stored ~= claimed
+end
+
+local function schedule_part(version)
+  return string.match(version, '^[^.]*')
 end
 
 -- Whether the owner token and fence still own the running occurrence. The lease does not
