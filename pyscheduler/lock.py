@@ -35,7 +35,7 @@ __all__ = ["DistributedLock"]
 #: between this host and the backend (Redlock's drift factor, generously) ...
 _DRIFT = 0.01
 #: ... and by at least this many seconds, for the watchdog's own wake-up latency.
-_MIN_MARGIN = 0.05
+_MIN_MARGIN = 0.1
 
 
 @dataclass(eq=False)

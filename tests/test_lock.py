@@ -164,9 +164,9 @@ def test_the_local_deadline_cancels_while_a_refresh_call_hangs(fake_clock):
         assert backend.stuck.wait(WAIT)
         # Then the lease is lost at its local deadline, before the TTL is out, while the
         # refresh call is still hanging
-        clock.advance(1.9)
+        clock.advance(1.8)
         assert not recorder.contexts[0].cancelled
-        clock.advance(0.1)  # 3 s after the claim: past the local deadline (3 s - 1 %)
+        clock.advance(0.2)  # 3 s after the claim: past the local deadline (3 s - 0.1 s)
         assert recorder.contexts[0].token.event.wait(WAIT)
         assert "no successful refresh" in recorder.contexts[0].cancel_reason
         assert not backend.unstick.is_set()
