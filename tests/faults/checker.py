@@ -6,15 +6,18 @@ window whose occurrences must run, and the faults the test injected, each with w
 which instances. :func:`check` returns one line per violation, so a failing scenario names
 every broken rule at once. The rules:
 
-- ``accepted-once``: at most one accepted completion (sink commit) per occurrence.
+- ``accepted-once``: at most one accepted completion (sink commit) per occurrence, unless a
+  fault explains the earlier one (its holder committed, then died or froze before recording
+  it, and lost the lease: at-least-once).
 - ``duplicate``: a second start of an occurrence is a retry after a failed attempt, or is
   explained by a fault that outlasted the lease (or lost data) while the earlier run held it.
   Without faults this is "exactly one start per occurrence".
 - ``stale-begin``: a run whose fence the sink had already seen surpassed at its start ran on
   an instance such a fault explains.
 - ``coverage``: every occurrence due in the window started at least once, unless it fell in a
-  declared gap (the group was down, Redis lost the data, the misfire policy skipped it); a
-  ``coalesce`` gap has at most one start per job.
+  declared gap (the group was down, Redis lost the data, the misfire policy skipped it) or
+  while an earlier run of its job still held it (an orphan waits for its lease to run out):
+  those coalesce, so a ``coalesce`` gap, and each such wait, has at most one start per job.
 - ``fence``: fences strictly increase per job in claim order (the backend's ``claimed_at``),
   and no two runs share one.
 - ``overlap``: runs of one job do not overlap in time, unless a fault explains it.
@@ -107,6 +110,7 @@ class Scenario:
     lag_bound: float = 1.0
     cancel_slack: float = 0.75
     early_tolerance: float = 0.01
+    record_slack: float = 0.25  # how long after a handler returns its job may stay busy
     allowed_logs: Sequence[str] = ()  # substrings of warnings expected in this scenario
 
 
@@ -163,7 +167,7 @@ def check(events: Sequence[dict[str, Any]], sink: Sequence[dict[str, Any]],
           scenario: Scenario) -> list[str]:
     """Every violation of the rules above, one line each; ``[]`` when the history is good."""
     runs = runs_of(events)
-    return (_accepted_once(sink) + _duplicates(runs, events, scenario)
+    return (_accepted_once(runs, events, sink, scenario) + _duplicates(runs, events, scenario)
             + _stale_begins(runs, sink, scenario) + _coverage(runs, scenario)
             + _fences(runs, events) + _overlaps(runs, events, scenario)
             + _early(runs, scenario) + _lag(runs, scenario)
@@ -174,13 +178,27 @@ def check(events: Sequence[dict[str, Any]], sink: Sequence[dict[str, Any]],
 # -- the rules -------------------------------------------------------------------------------
 
 
-def _accepted_once(sink: Sequence[dict[str, Any]]) -> list[str]:
-    accepted: dict[tuple[str, int], list[int]] = defaultdict(list)
+def _accepted_once(runs: Sequence[Run], events: Sequence[dict[str, Any]],
+                   sink: Sequence[dict[str, Any]], scenario: Scenario) -> list[str]:
+    """The sink rejects a commit once a higher fence began, so a second accepted completion
+    means the first holder committed, then kept its lease until a takeover without recording
+    its outcome: only a fault on it (or lost data) explains that."""
+    accepted: dict[tuple[str, int], list[tuple[str, int]]] = defaultdict(list)
     for w in sink:
         if w["phase"] == "commit" and w["accepted"]:
-            accepted[(w["job"], w["scheduled_ms"])].append(w["fence"])
-    return [f"accepted-once: {job}@{ms} has {len(fences)} accepted completions (fences "
-            f"{fences})" for (job, ms), fences in sorted(accepted.items()) if len(fences) > 1]
+            accepted[(w["job"], w["scheduled_ms"])].append((w["instance"], w["fence"]))
+    ends = _holding_ends(runs, events, scenario)
+    by_key = {(r.instance, r.job, r.fence): r for r in runs}
+    found = []
+    for (job, ms), writers in sorted(accepted.items()):
+        for instance, fence in writers[:-1]:
+            run = by_key.get((instance, job, fence))
+            if run is None or not _explained(run, run.start, ends[id(run)], scenario):
+                found.append(f"accepted-once: {job}@{ms} has {len(writers)} accepted "
+                             f"completions (fences {[f for _, f in writers]}) and no fault "
+                             f"explains the first by {instance}")
+                break
+    return found
 
 
 def _duplicates(runs: Sequence[Run], events: Sequence[dict[str, Any]],
@@ -220,24 +238,51 @@ def _coverage(runs: Sequence[Run], scenario: Scenario) -> list[str]:
     started: dict[str, set[int]] = defaultdict(set)
     for run in runs:
         started[run.job].add(run.scheduled_ms)
+    busy = _busy_spans(runs, scenario.record_slack)
     found = []
     start, end = scenario.window
     for spec in scenario.jobs:
         due = spec.occurrences_ms(start, end)
         for job in spec.names():
             missing = [ms for ms in due if ms not in started[job]
-                       and not any(g.covers(job, ms) for g in scenario.gaps)]
+                       and not any(g.covers(job, ms) for g in scenario.gaps)
+                       and not any(a < ms / 1000 <= b + scenario.record_slack
+                                   for a, b, _ in busy[job])]
             if missing:
                 found.append(f"coverage: {job} never started {len(missing)} occurrence(s) "
                              f"due in the window: {missing[:5]}")
-            for gap in scenario.gaps:
-                inside = sorted(ms for ms in started[job] if gap.covers(job, ms)
-                                and gap.start < ms / 1000 < gap.end)
-                if gap.coalesce and len(inside) > 1:
-                    found.append(f"coverage: {job} ran {len(inside)} occurrences missed in "
-                                 f"the gap {gap.start:.3f}-{gap.end:.3f} (coalesce: at most "
-                                 f"one): {inside}")
+            spans = [(g.start, g.end) for g in scenario.gaps if g.coalesce
+                     and (not g.jobs or job in g.jobs)]
+            spans += [(a, b) for a, b, _ in busy[job]]
+            for a, b in spans:
+                inside = sorted(ms for ms in started[job] if a < ms / 1000 < b)
+                if len(inside) > 1:
+                    found.append(f"coverage: {job} ran {len(inside)} of the occurrences due "
+                                 f"while it could not run ({a:.3f}-{b:.3f}): they should "
+                                 f"coalesce into one: {inside}")
     return found
+
+
+def _busy_spans(runs: Sequence[Run], slack: float) -> dict[str, list[tuple[float, float, int]]]:
+    """Per job, the wall-clock spans in which a run held it, as (from, to, occurrence): from
+    the run's start to its end or, if its occurrence was run again (a higher fence), to that
+    next start; and
+    for a recovery, from its occurrence's time on (the orphan held the job until its lease
+    ran out, whether or not its start made it to the history)."""
+    by_occurrence: dict[tuple[str, int], list[Run]] = defaultdict(list)
+    for run in runs:
+        by_occurrence[run.occurrence].append(run)
+    spans: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    for run in runs:
+        later = [r.wall for r in by_occurrence[run.occurrence] if r.fence > run.fence]
+        if later:
+            until = min(later)
+        else:
+            until = INF if run.end is None else run.wall + (run.end - run.start)
+        spans[run.job].append((run.wall, until, run.scheduled_ms))
+        if run.kind == "recovery":
+            spans[run.job].append((run.scheduled_ms / 1000, run.wall, run.scheduled_ms))
+    return spans
 
 
 def _fences(runs: Sequence[Run], events: Sequence[dict[str, Any]]) -> list[str]:
@@ -398,7 +443,8 @@ def _kill_times(scenario: Scenario) -> dict[str, float]:
 def _holding_ends(runs: Sequence[Run], events: Sequence[dict[str, Any]],
                   scenario: Scenario) -> dict[int, float]:
     """By ``id(run)``: when each run stopped holding its lease: declared lost, its outcome
-    sent, handed back, its handler returned, or its process killed (else: never)."""
+    sent, handed back, or its process killed; failing those, when its handler returned (a
+    handler's return alone does not release the lease: its outcome does)."""
     marks: dict[tuple[str, str, int], float] = {}
 
     def mark(instance: str, job: Any, fence: Any, at: float) -> None:
@@ -419,11 +465,11 @@ def _holding_ends(runs: Sequence[Run], events: Sequence[dict[str, Any]],
     kills = _kill_times(scenario)
     ends = {}
     for run in runs:
-        candidates = [marks.get((run.instance, run.job, run.fence), INF),
-                      kills.get(run.instance, INF)]
-        if run.end is not None:
-            candidates.append(run.end)
-        ends[id(run)] = min(candidates)
+        end = min(marks.get((run.instance, run.job, run.fence), INF),
+                  kills.get(run.instance, INF))
+        if end == INF and run.end is not None:
+            end = run.end
+        ends[id(run)] = end
     return ends
 
 
