@@ -30,15 +30,21 @@ from .context import JobContext, _reset_current, _set_current
 from .job import Job
 from .observability import Logger, MetricsCollector, NoOpMetrics, SafeHooks, StandardLogger
 
-__all__ = ["DefaultJobExecutor", "Run", "describe_error"]
+__all__ = ["TIMEOUT_GRACE", "DefaultJobExecutor", "Run", "describe_error"]
+
+#: Seconds a handler has to return once its timeout cancelled its token. One that does is
+#: recorded as timed out like any failure; one that ignores the cancellation is settled
+#: without it (its retry then waits for its lease to run out, so the two never overlap).
+TIMEOUT_GRACE = 1.0
 
 
 @dataclass(eq=False)
 class Run:
     """One attempt of one occurrence, from claim to return.
 
-    ``settled`` is set once the attempt's outcome was decided without waiting for the
-    handler (it timed out): whatever the handler does afterwards is only logged.
+    ``timed_out`` is set when its timeout cancelled its token; ``settled`` once the attempt's
+    outcome was decided without waiting for the handler (it ignored the cancellation past
+    :data:`TIMEOUT_GRACE`): whatever the handler does afterwards is only logged.
     """
 
     job: Job
@@ -46,6 +52,7 @@ class Run:
     context: JobContext
     deadline: Optional[float]
     started: float = 0.0
+    timed_out: bool = False
     settled: bool = False
     returned: bool = False  # the handler returned; its result is being recorded
     #: set once the run is over (its result handed over); made by
@@ -160,9 +167,10 @@ class DefaultJobExecutor:
             return self._idle.wait_for(lambda: not self._unfinished, timeout)
 
     def expire_overdue(self, now: float) -> list[Run]:
-        """Cancel the runs past their deadline and settle them as timed out.
+        """Cancel the runs past their timeout; settle those whose handler did not return
+        within :data:`TIMEOUT_GRACE` of it.
 
-        :returns: the runs that timed out just now.
+        :returns: the runs to settle as timed out now, without their handlers.
         """
         if not self._timed:
             return []
@@ -170,12 +178,17 @@ class DefaultJobExecutor:
             overdue = [run for run in self._running.values()
                        if not run.settled and not run.returned and run.deadline is not None
                        and run.deadline <= now]
-            for run in overdue:
+            cancelled = [run for run in overdue if not run.timed_out]
+            ignored = [run for run in overdue if run.timed_out]
+            for run in cancelled:
+                run.timed_out = True
+                run.deadline = now + TIMEOUT_GRACE
+            for run in ignored:
                 run.settled = True
-        for run in overdue:
+        for run in cancelled:
             run.context.token.cancel(f"timed out after {run.job.timeout:g} s")
             self._hooks.metric("job_timed_out", run.job.name)
-        return overdue
+        return ignored
 
     def next_deadline(self) -> Optional[float]:
         """The earliest timeout among unsettled runs, on the monotonic clock."""

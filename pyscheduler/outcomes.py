@@ -23,9 +23,11 @@ __all__ = ["OutcomeQueue", "decide_outcome"]
 
 
 def decide_outcome(run: Run, error: Optional[BaseException], duration: float,
-                   hooks: SafeHooks, *, timed_out: bool = False) -> Outcome:
+                   hooks: SafeHooks, *, timed_out: bool = False,
+                   still_running: bool = False) -> Outcome:
     """The outcome of ``run``'s attempt: ``error`` is what its handler raised (``None`` on
-    success); ``timed_out`` says it was settled at its deadline instead."""
+    success); ``timed_out`` says its timeout passed, and ``still_running`` that it is settled
+    while its handler goes on (see :attr:`~pyscheduler.backends.base.Outcome.still_running`)."""
     job, attempt = run.job, run.claim.attempt
     if error is None and not timed_out:
         hooks.metric("job_completed", job.name, duration)
@@ -45,7 +47,8 @@ def decide_outcome(run: Run, error: Optional[BaseException], duration: float,
         delay = policy.delay(attempt)
         hooks.metric("job_retried", job.name, attempt + 1, delay)
         hooks.log("warning", "job failed; will retry", retry_in=round(delay, 3), **fields)
-        return Outcome(run.lease, False, text, duration, retry_delay_ms=int(delay * 1000))
+        return Outcome(run.lease, False, text, duration, retry_delay_ms=int(delay * 1000),
+                       still_running=still_running)
     hooks.log("error", "job failed", **fields)
     return Outcome(run.lease, False, text, duration)
 

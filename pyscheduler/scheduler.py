@@ -742,18 +742,24 @@ class Scheduler:
             self._hooks.log("warning", "a cancelled handler returned after its outcome was "
                             "settled; its worker is free again", job=run.job.name,
                             seconds=round(duration, 3))
-        elif self._workers_claim:
-            # Recorded along with the claim this worker makes next (see _claim_and_start).
-            self._outcomes.add(run, decide_outcome(run, error, duration, self._hooks))
         else:
-            self._outcomes.report(run, decide_outcome(run, error, duration, self._hooks))
+            if run.timed_out:  # it returned within the grace: timed out, whatever it raised
+                error, duration = None, run.job.timeout or duration
+            outcome = decide_outcome(run, error, duration, self._hooks, timed_out=run.timed_out)
+            if self._workers_claim:
+                # Recorded along with the claim this worker makes next (see _claim_and_start).
+                self._outcomes.add(run, outcome)
+            else:
+                self._outcomes.report(run, outcome)
 
     def _settle_timeout(self, run: Run) -> None:
-        self._hooks.log("warning", "job timed out and was cancelled; its worker stays busy "
-                        "until the handler returns", job=run.job.name, attempt=run.claim.attempt)
+        self._hooks.log("warning", "job timed out and its handler ignores the cancellation: "
+                        "the attempt is settled without it, its worker stays busy until it "
+                        "returns, and a retry waits for its lease to run out",
+                        job=run.job.name, attempt=run.claim.attempt)
         timeout = run.job.timeout or 0.0
         self._outcomes.report(run, decide_outcome(run, None, timeout, self._hooks,
-                                                  timed_out=True))
+                                                  timed_out=True, still_running=True))
 
     def _after_finish(self, run: Run, state: Optional[JobState]) -> None:
         entry = self._index.get(run.job.name)

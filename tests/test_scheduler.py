@@ -26,6 +26,7 @@ from pyscheduler import (
     Scheduler,
     SchedulerStateError,
 )
+from pyscheduler.executor import TIMEOUT_GRACE
 
 from .helpers import START, WAIT, MetricsRecorder, Recorder, step, stepped
 
@@ -221,8 +222,13 @@ def test_a_handler_ignoring_cancellation_keeps_its_slot_busy(clock):
     scheduler.run_pending()
     assert stuck.started.wait(WAIT)
 
-    # When it times out, the failure is recorded at once...
+    # When it times out, its token is cancelled, and once it ignored that for the grace
+    # period, the failure is recorded without it...
     clock.advance(1)
+    scheduler.run_pending()
+    assert stuck.contexts[0].cancelled
+    assert scheduler.get_job("stuck").metadata.last_error == ""
+    clock.advance(TIMEOUT_GRACE)
     scheduler.run_pending()
     assert "timed out" in scheduler.get_job("stuck").metadata.last_error
     assert scheduler.executor.free_slots() == 0
@@ -237,6 +243,43 @@ def test_a_handler_ignoring_cancellation_keeps_its_slot_busy(clock):
     assert scheduler.wait_idle(WAIT)
     step(scheduler)
     assert len(other.calls) == 1
+    scheduler.stop()
+
+
+def test_the_retry_of_a_handler_that_ignored_its_timeout_waits_for_its_lease(clock):
+    # Given a handler that ignores its cancelled token, then fails; retried after 1 s
+    release = threading.Event()
+
+    def ignore_then_fail(ctx: JobContext) -> None:
+        if ctx.attempt == 1:
+            release.wait(WAIT)
+            raise RuntimeError("failed late")
+
+    recorder = Recorder(ignore_then_fail)
+    policy = RetryPolicy(max_retries=1, initial_interval=1, strategy=RetryStrategy.FIXED)
+    scheduler = stepped(clock, lock_ttl=30, lock_refresh_interval=10)
+    scheduler.register(Job("stuck", IntervalSchedule(100), recorder, timeout=1,
+                           retry_policy=policy))
+    scheduler.start(background=False)
+    clock.advance(100)
+    scheduler.run_pending()
+    assert recorder.started.wait(WAIT)
+    # When it times out and ignores that past the grace period
+    clock.advance(1)
+    scheduler.run_pending()
+    clock.advance(TIMEOUT_GRACE)
+    scheduler.run_pending()
+    # Then no retry starts after the backoff, while the handler may still run...
+    clock.advance(5)
+    step(scheduler)
+    assert len(recorder.calls) == 1
+    # ...and once it failed late, that is only logged; the retry starts when the lease ran out
+    release.set()
+    clock.advance(30 - 1 - TIMEOUT_GRACE - 5)
+    step(scheduler)
+    assert [(attempt, kind) for _, _, attempt, _, kind in recorder.calls] == \
+        [(1, "regular"), (2, "retry")]
+    assert "timed out" in scheduler.get_job("stuck").metadata.last_error
     scheduler.stop()
 
 

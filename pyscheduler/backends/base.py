@@ -248,6 +248,9 @@ class Outcome:
 
     :param retry_delay_ms: when set, the occurrence is retried that long after the backend
         recorded the failure (by whichever instance claims it first).
+    :param still_running: the attempt was settled while its handler goes on (it ignored the
+        cancellation at its timeout): its retry then waits for the lease to run out too, so
+        that it never overlaps the handler (whose lease nobody refreshes any more).
     """
 
     lease: Lease
@@ -255,6 +258,7 @@ class Outcome:
     error: str = ""
     duration: float = 0.0
     retry_delay_ms: Optional[int] = None
+    still_running: bool = False
 
 
 class Backend(Protocol):

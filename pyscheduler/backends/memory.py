@@ -366,6 +366,8 @@ class MemoryBackend:
         elif outcome.retry_delay_ms is not None:
             occurrence.status = _RETRY_WAIT
             occurrence.retry_at_ms = now + max(0, outcome.retry_delay_ms)
+            if outcome.still_running:
+                occurrence.retry_at_ms = max(occurrence.retry_at_ms, record.lease_expires_ms)
             self._reindex(record)
         else:
             self._settle(record, succeeded=False, error=outcome.error)

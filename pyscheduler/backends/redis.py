@@ -473,7 +473,7 @@ def _opt(value: Optional[int]) -> _Arg:
 def _outcome_rows(outcomes: Sequence[Outcome]) -> list[list[Any]]:
     return [[outcome.lease.job_name, outcome.lease.owner, int(outcome.lease.fence),
              int(outcome.succeeded), _utf8(outcome.error), repr(float(outcome.duration)),
-             _opt(outcome.retry_delay_ms)] for outcome in outcomes]
+             _opt(outcome.retry_delay_ms), int(outcome.still_running)] for outcome in outcomes]
 
 
 def _json(rows: list[list[Any]]) -> str:

@@ -685,3 +685,22 @@ def test_a_one_time_job_that_ran_stays_done_under_a_new_schedule(backend):
     (new,) = backend.register([JobDefinition("job", backend.now_ms() - 10,
                                              version=NEW_SCHEDULE)])
     assert new.next_run_ms is None and new.due_ms is None
+
+
+# -- a timed-out handler that goes on -----------------------------------------------------------
+
+
+def test_the_retry_of_an_attempt_whose_handler_goes_on_waits_for_its_lease(backend):
+    # Given an attempt settled at its timeout while its handler ignores the cancellation
+    state = register_due(backend, "stuck")
+    claimed = claim_one(backend, regular(state, "o1"))
+    lease_end = claimed.claimed_at_ms + claimed.lease_ms
+    (after,) = backend.finish([Outcome(lease_of(claimed), False, "timed out after 1 s",
+                                       retry_delay_ms=0, still_running=True)])
+    # Then its retry is due only when the lease it held runs out, not after the backoff
+    assert after is not None and after.due_ms == lease_end
+    # While an attempt whose handler returned is retried after its backoff alone
+    other = register_due(backend, "returned")
+    claimed = claim_one(backend, regular(other, "o2"))
+    (after,) = backend.finish([Outcome(lease_of(claimed), False, "boom", retry_delay_ms=0)])
+    assert after is not None and after.due_ms < claimed.claimed_at_ms + claimed.lease_ms

@@ -274,7 +274,7 @@ end
 
 -- Record outcomes, each if its token and fence still own the occurrence. rows[i] = {name,
 -- owner, fence, succeeded (0/1), error, duration (seconds, a decimal string),
--- retry_delay_ms ('' = settle the occurrence)}, for the job whose keys are pair offset + i.
+-- retry_delay_ms ('' = settle the occurrence), still_running (0/1)}, for the job whose keys are pair offset + i.
 -- Returns per row the job's new state (stored_reply), or 0 if the outcome is stale (then
 -- nothing was written).
 local function finish_outcomes(rows, offset, now_ms)
@@ -292,6 +292,9 @@ local function finish_outcomes(rows, offset, now_ms)
         job.last_error = err
         if retry_delay ~= nil then
           job.status, job.retry_at = 'retry_wait', now_ms + math.max(0, retry_delay)
+          if tonumber(o[8]) == 1 then  -- its handler goes on: not before its lease ends
+            job.retry_at = math.max(job.retry_at, job.lease_until)
+          end
         else
           settle(job, false, err, now_ms)
         end
