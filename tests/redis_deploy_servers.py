@@ -248,6 +248,10 @@ class SentinelGroup:
                    "the old master replicating the new one")
         return new
 
+    def freeze_sentinel(self, index: int, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) a sentinel: it accepts connections and answers nothing."""
+        self.sentinels[index].process.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def kill_master(self) -> RedisServer:
         """SIGKILL the master process (its sentinels then fail over on their own)."""
         port = self.master_port()
@@ -261,6 +265,7 @@ class SentinelGroup:
 
     def stop(self) -> None:
         for sentinel in self.sentinels:
+            sentinel.process.send_signal(signal.SIGCONT)
             sentinel.stop()
         for node in self.nodes:
             node.stop()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import pytest
+import redis
 from redis.backoff import NoBackoff
 from redis.connection import SSLConnection
 from redis.exceptions import NoPermissionError
@@ -74,21 +75,26 @@ class Runs:
 
 
 class LongRun:
-    """A handler that runs until released, saying whether it kept its lease throughout."""
+    """A handler that runs until released, recording whether each run kept its lease."""
 
     def __init__(self) -> None:
         self.started, self.release, self.ended = (threading.Event(), threading.Event(),
                                                   threading.Event())
         self.fences: list[int] = []
-        self.kept_lease: Optional[bool] = None
+        self.kept: list[bool] = []
 
     def __call__(self, ctx: JobContext) -> None:
         self.fences.append(ctx.fencing_token)
         self.started.set()
         while not self.release.is_set() and not ctx.cancelled:
             ctx.sleep(0.02)
-        self.kept_lease = not ctx.cancelled
+        self.kept.append(not ctx.cancelled)
         self.ended.set()
+
+    @property
+    def kept_lease(self) -> bool:
+        """Every run ended with its lease (and there was one)."""
+        return bool(self.kept) and all(self.kept)
 
 
 def grid(every: float, lead: float = 0.5) -> datetime:
@@ -135,7 +141,7 @@ def test_a_scheduler_over_tls_runs_jobs_and_refreshes_its_leases(tls_server, how
     scheduler = tls_scheduler(tls_server, how)
     tick, long = Runs(), LongRun()
     scheduler.register(Job("tick", IntervalSchedule(0.1), tick))
-    scheduler.register(Job("long", IntervalSchedule(0.1), long))
+    scheduler.register(Job("long", IntervalSchedule(3600), long))
     refresher = scheduler.backend._refresh_client
     assert issubclass(refresher.connection_pool.connection_class, SSLConnection)
     admin = tls_server.client(decode_responses=True)
@@ -143,14 +149,16 @@ def test_a_scheduler_over_tls_runs_jobs_and_refreshes_its_leases(tls_server, how
         # When it runs
         with scheduler:
             tick.wait(3)
+            scheduler.run_now("long")
             assert long.started.wait(WAIT)
-            # Then the long run's lease is still there past its TTL: refreshed over TLS
+            # Then the long run still holds its lease past its TTL: refreshed over TLS
             claimed_at = time.monotonic()
             wait_until(lambda: time.monotonic() - claimed_at > 2.5, "2.5 s into the long run")
+            assert not long.ended.is_set()
             assert 0 < admin.pttl("{tls}:lease:long") <= 1_000
             long.release.set()
             assert long.ended.wait(WAIT)
-        assert long.kept_lease is True
+        assert long.kept_lease and len(long.kept) == 1
         assert admin.hget("{tls}:job:tick", "run_count") not in (None, "0")
     finally:
         admin.close()
@@ -200,35 +208,45 @@ def acl_server(redis_server_factory) -> RedisServer:
 
 
 def test_the_readme_acl_is_enough_for_every_scheduler_call(acl_server, caplog):
-    # Given a scheduler logged in as the README's ACL user, on a server that evicts
-    backend = RedisBackend.from_url(f"redis://sched:pw@127.0.0.1:{acl_server.port}/0",
-                                    key_prefix="acl")
+    # Given two schedulers logged in as the README's ACL user, on a server that evicts
+    url = f"redis://sched:pw@127.0.0.1:{acl_server.port}/0"
+    backend = RedisBackend.from_url(url, key_prefix="acl")
     scheduler = Scheduler(backend, config=SchedulerConfig(**FAST))
+    peer = Scheduler(RedisBackend.from_url(url, key_prefix="acl"),
+                     config=SchedulerConfig(**FAST))
     tick, long, stuck = Runs(), LongRun(), LongRun()
     scheduler.register(Job("tick", IntervalSchedule(0.1), tick))
     scheduler.register(Job("long", IntervalSchedule(3600), long))
     scheduler.register(Job("stuck", IntervalSchedule(3600), stuck))
-    scheduler.register(Job("doomed", IntervalSchedule(3600), Runs()))
+    for each in (scheduler, peer):
+        each.register(Job("doomed", IntervalSchedule(0.1), Runs()))
     admin = acl_server.client(decode_responses=True)
     try:
-        # When it registers, claims, refreshes, finishes, is managed and stops
+        # When they register, claim, refresh, finish, are managed and stop
         with caplog.at_level(logging.INFO, logger="pyscheduler.redis"):
             scheduler.start()
+        peer.start()
         tick.wait(2)
         scheduler.run_now("long")  # a run that outlives its lease: refreshed
         assert long.started.wait(WAIT)
         started = time.monotonic()
         wait_until(lambda: time.monotonic() - started > 1.5, "1.5 s into the long run")
+        assert not long.ended.is_set()
         long.release.set()
-        assert long.ended.wait(WAIT) and long.kept_lease is True
+        assert long.ended.wait(WAIT) and long.kept_lease
         scheduler.pause("tick")
         assert scheduler.get_job("tick").metadata.status.value == "paused"
         scheduler.resume("tick")
-        resumed = time.time()
-        tick.wait(1, after=resumed)
+        tick.wait(1, after=time.time())
+        # (a removed job is dropped by the peer when its claim finds the tombstone)
         scheduler.remove("doomed")
+        wait_until(lambda: [job.name for job in peer.jobs()] == [], "the peer dropping doomed")
         assert backend.job_names() == ["long", "stuck", "tick"]
         assert backend.now_ms() > 0
+        # (a value not of our form is reset, and the job re-created)
+        admin.delete("{acl}:job:tick")
+        admin.set("{acl}:job:tick", "not a hash")
+        tick.wait(1, after=time.time() + 0.5)
         scheduler.run_now("stuck")
         assert stuck.started.wait(WAIT)
         report = scheduler.stop(timeout=0.2)  # stuck is handed back: interrupt
@@ -240,8 +258,10 @@ def test_the_readme_acl_is_enough_for_every_scheduler_call(acl_server, caplog):
         assert not admin.sismember("{acl}:jobs", "doomed")
     finally:
         scheduler.stop()
+        peer.stop()
         admin.close()
-    assert pyscheduler_problems(caplog, "a cancelled handler returned") == []
+    assert pyscheduler_problems(caplog, "a cancelled handler returned",
+                                "held a value not of our form", "backend lost jobs") == []
     (policy,) = [r for r in caplog.records if "maxmemory-policy" in r.getMessage()]
     assert policy.levelno == logging.INFO and policy.name == "pyscheduler.redis"
     assert "could not check" in policy.getMessage() and "config|get" in policy.getMessage()
@@ -308,23 +328,69 @@ def test_start_fails_with_one_clear_error_naming_the_address(redis_server_factor
 # -- Sentinel ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    group = SentinelGroup(tmp_path)
+@pytest.fixture(scope="module")
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """One group for the module (it takes seconds to settle); a test may fail it over, so
+    each asks it where the master is."""
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"))
     yield group
     group.stop()
 
 
-def sentinel_scheduler(group: SentinelGroup, *jobs: Job) -> Scheduler:
-    sentinel = Sentinel(group.addresses, socket_timeout=1, socket_connect_timeout=1)
+def sentinel_scheduler(group: SentinelGroup, prefix: str, *jobs: Job,
+                       sentinel: Optional[Sentinel] = None, lock_ttl: float = 8) -> Scheduler:
+    sentinel = sentinel or Sentinel(group.addresses, socket_timeout=1, socket_connect_timeout=1)
     client = sentinel.master_for(group.service, socket_timeout=1, socket_connect_timeout=1,
                                  retry=Retry(NoBackoff(), 1))
-    scheduler = Scheduler(RedisBackend(client, key_prefix="sent"),
-                          config=SchedulerConfig(tick_interval=0.05, lock_ttl=8,
+    scheduler = Scheduler(RedisBackend(client, key_prefix=prefix),
+                          config=SchedulerConfig(tick_interval=0.05, lock_ttl=lock_ttl,
                                                  lock_refresh_interval=0.3))
     for job in jobs:
         scheduler.register(job)
     return scheduler
+
+
+def master_client(group: SentinelGroup) -> redis.Redis:
+    port = group.master_port()
+    assert port is not None
+    return group.node(port).client(decode_responses=True)
+
+
+@pytest.mark.slow
+def test_the_lease_refresher_asks_the_next_sentinel_when_one_hangs(sentinel_group):
+    group = sentinel_group
+    # Given a scheduler whose Sentinel waits up to 30 s for a sentinel's answer, and a run
+    # holding a 5 s lease
+    patient = Sentinel(group.addresses, sentinel_kwargs={"socket_timeout": 30})
+    long = LongRun()
+    scheduler = sentinel_scheduler(group, "hang", Job("long", IntervalSchedule(3600), long),
+                                   sentinel=patient, lock_ttl=5)
+    master = master_client(group)
+    try:
+        scheduler.start()
+        scheduler.run_now("long")
+        assert long.started.wait(WAIT)
+        # When the first sentinel hangs and the master drops every connection, so that the
+        # refresher must ask the sentinels where the master is
+        group.freeze_sentinel(0)
+        try:
+            dropped_at = time.monotonic()
+            master.client_kill_filter(_type="normal", skipme=True)
+            first = master.pttl("{hang}:lease:long")
+            # Then a refresh reaches the master within the lease, through the next sentinel
+            wait_until(lambda: master.pttl("{hang}:lease:long") > first,
+                       "a refresh after the connections dropped", timeout=WAIT)
+            assert time.monotonic() - dropped_at < 5.0
+            assert not long.ended.is_set()
+        finally:
+            group.freeze_sentinel(0, frozen=False)
+        long.release.set()
+        assert long.ended.wait(WAIT)
+        assert long.kept_lease
+    finally:
+        scheduler.stop(timeout=WAIT)
+        master.close()
+        patient.close()
 
 
 @pytest.mark.slow
@@ -335,8 +401,8 @@ def test_a_group_on_sentinel_follows_the_master_through_a_failover(sentinel_grou
     # holding its lease (8 s, refreshed every 0.3 s) across the failover
     ticks, long = Runs(), LongRun()
     start_at = grid(every)
-    schedulers = [sentinel_scheduler(group, Job("tick", IntervalSchedule(every, start_at),
-                                                ticks),
+    schedulers = [sentinel_scheduler(group, "sent",
+                                     Job("tick", IntervalSchedule(every, start_at), ticks),
                                      Job("long", IntervalSchedule(3600), long))
                   for _ in range(2)]
     refresher = schedulers[0].backend._refresh_client
@@ -378,7 +444,7 @@ def test_a_group_on_sentinel_follows_the_master_through_a_failover(sentinel_grou
             scheduler.stop(timeout=WAIT)
 
     # The long run kept its lease through the failover, and ran once
-    assert long.kept_lease is True and len(long.fences) == 1
+    assert long.kept_lease and len(long.fences) == 1
     runs = sorted(ticks.starts, key=lambda run: run[3])
     # Fences strictly increase in the order the runs started, across both masters
     fences = [fence for _, fence, _, _ in runs]
