@@ -90,9 +90,9 @@ class Gap:
     jobs: tuple[str, ...] = ()
     coalesce: bool = False  # ... and at most one of them may run, per job
 
-    def covers(self, job: str, scheduled_ms: int) -> bool:
+    def covers(self, job: str, scheduled_ms: int, slack: float = 0.0) -> bool:
         return (not self.jobs or job in self.jobs) and \
-            self.start <= scheduled_ms / 1000 <= self.end
+            self.start <= scheduled_ms / 1000 <= self.end + slack
 
 
 @dataclass
@@ -110,7 +110,9 @@ class Scenario:
     lag_bound: float = 1.0
     cancel_slack: float = 0.75
     early_tolerance: float = 0.01
-    record_slack: float = 0.25  # how long after a handler returns its job may stay busy
+    #: how long after a handler returns (or a gap ends) an occurrence may still be missed:
+    #: the outcome, or the first claim after the gap, lands a little later
+    record_slack: float = 0.25
     allowed_logs: Sequence[str] = ()  # substrings of warnings expected in this scenario
 
 
@@ -245,7 +247,8 @@ def _coverage(runs: Sequence[Run], scenario: Scenario) -> list[str]:
         due = spec.occurrences_ms(start, end)
         for job in spec.names():
             missing = [ms for ms in due if ms not in started[job]
-                       and not any(g.covers(job, ms) for g in scenario.gaps)
+                       and not any(g.covers(job, ms, scenario.record_slack)
+                                   for g in scenario.gaps)
                        and not any(a < ms / 1000 <= b + scenario.record_slack
                                    for a, b, _ in busy[job])]
             if missing:
