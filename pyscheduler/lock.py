@@ -95,16 +95,15 @@ class DistributedLock:
         self, outcomes: Sequence[Outcome], instance_id: str, requests: Sequence[ClaimRequest],
         peek: int,
     ) -> tuple[list[Optional[JobState]], ClaimBatch, float]:
-        """:meth:`finish` then :meth:`acquire`, in one backend call where the backend offers
-        ``finish_and_claim`` (see :mod:`pyscheduler.backends.base`)."""
-        combined = getattr(self.backend, "finish_and_claim", None)
-        if combined is None or not outcomes:
-            states = self.finish(outcomes) if outcomes else []
-            return (states, *self.acquire(instance_id, requests, peek))
+        """:meth:`finish` then :meth:`acquire`, in one backend call where the backend can
+        (:meth:`~pyscheduler.backends.base.Backend.finish_and_claim`)."""
+        if not outcomes:
+            return ([], *self.acquire(instance_id, requests, peek))
         sent = self._clock.monotonic()
         self._finishing(outcomes, True)
         try:
-            states, batch = combined(outcomes, instance_id, requests, self._lease_ms(), peek)
+            states, batch = self.backend.finish_and_claim(outcomes, instance_id, requests,
+                                                          self._lease_ms(), peek)
         except BaseException:
             self._finishing(outcomes, False)
             raise

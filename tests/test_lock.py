@@ -71,16 +71,23 @@ def running_scheduler(clock: FakeClock, backend: MemoryBackend, **config: Any):
     return scheduler, recorder, release, metrics
 
 
-def test_a_refresh_that_raced_the_runs_own_finish_loses_nothing(fake_clock, caplog):
-    clock = fake_clock
-    # Given a refresh that took its snapshot of the held leases and is on its way
-    backend = GatedBackend(clock)
-    scheduler, recorder, release, metrics = running_scheduler(clock, backend)
+def refresh_held_at_gate(scheduler, backend: GatedBackend, clock: FakeClock):
+    """Start a refresh (one interval on) on a thread of its own, and return once it waits
+    at the gate before its backend call, holding its snapshot of the leases."""
     backend.before_refresh = gate = Gate()
     clock.advance(1)
     refresher = threading.Thread(target=scheduler.refresh_leases)
     refresher.start()
     assert gate.reached.wait(WAIT)
+    return gate, refresher
+
+
+def test_a_refresh_that_raced_the_runs_own_finish_loses_nothing(fake_clock, caplog):
+    clock = fake_clock
+    # Given a refresh that took its snapshot of the held leases and is on its way
+    backend = GatedBackend(clock)
+    scheduler, recorder, release, metrics = running_scheduler(clock, backend)
+    gate, refresher = refresh_held_at_gate(scheduler, backend, clock)
     # When the run ends and its finish releases the lease before the refresh arrives
     release.set()
     assert scheduler.wait_idle(WAIT)
@@ -118,11 +125,7 @@ def test_a_lease_taken_over_while_the_refresh_was_on_its_way_is_lost(fake_clock)
     # The counterpart: a run still going whose lease the backend no longer has is lost.
     backend = GatedBackend(clock)
     scheduler, recorder, release, metrics = running_scheduler(clock, backend)
-    backend.before_refresh = gate = Gate()
-    clock.advance(1)
-    refresher = threading.Thread(target=scheduler.refresh_leases)
-    refresher.start()
-    assert gate.reached.wait(WAIT)
+    gate, refresher = refresh_held_at_gate(scheduler, backend, clock)
     backend.interrupt([scheduler.executor.unfinished()[0].lease])  # as if taken over
     gate.opened.set()
     refresher.join(WAIT)

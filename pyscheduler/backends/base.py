@@ -19,10 +19,8 @@ Every state change is one atomic transition:
 - :meth:`Backend.interrupt` gives up running occurrences at shutdown so another instance
   recovers them at once rather than after the lease runs out.
 
-A backend may also offer ``finish_and_claim(outcomes, instance_id, requests, lease_ms, peek)
--> (states, batch)``: :meth:`Backend.finish` then :meth:`Backend.claim` in one call (one round
-trip), which a worker that just finished a run uses to record it and claim its next
-occurrence. Without it, the scheduler makes the two calls.
+- :meth:`Backend.finish_and_claim` does both in one call (one round trip where the backend
+  can): a worker that just finished a run records it and claims its next occurrence.
 
 A job's *due time* is derived from its state and kept in a sorted index so that finding due
 work is cheap with 100,000 jobs:
@@ -313,6 +311,17 @@ class Backend(Protocol):
         :returns: per outcome, the job's new state if accepted (its ``description`` may be
             left empty: finishing never changes it), ``None`` if stale.
         """
+
+    def finish_and_claim(
+        self, outcomes: Sequence[Outcome], instance_id: str, requests: Sequence[ClaimRequest],
+        lease_ms: int, peek: int,
+    ) -> tuple[list[Optional[JobState]], ClaimBatch]:
+        """:meth:`finish` then :meth:`claim`: what a worker that just finished a run does to
+        record it and claim its next occurrence. This default makes two calls; a backend
+        that can do both in one round trip overrides it (subclass :class:`Backend` to
+        inherit the default)."""
+        return (self.finish(outcomes),
+                self.claim(instance_id, requests, lease_ms, peek))
 
     def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
         """Give up owned running occurrences so another instance recovers them at once."""

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 from ..clock import Clock, SystemClock
 from .base import (
+    Backend,
     Claim,
     ClaimBatch,
     ClaimRequest,
@@ -95,7 +96,7 @@ class _Record:
         self.last_claim: Optional[tuple[object, ...]] = None
 
 
-class MemoryBackend:
+class MemoryBackend(Backend):
     """A thread-safe in-process backend; see :class:`~pyscheduler.backends.base.Backend`.
 
     :param clock: the clock deciding due-ness and lease expiry; share the scheduler's.
@@ -235,13 +236,6 @@ class MemoryBackend:
                 due = [entry for entry in self._due_entries(now, peek + len(requested))
                        if entry.name not in requested][:peek]
             return ClaimBatch(claims, refused, due, skipped, abandoned, now)
-
-    def finish_and_claim(
-        self, outcomes: Sequence[Outcome], instance_id: str, requests: Sequence[ClaimRequest],
-        lease_ms: int, peek: int,
-    ) -> tuple[list[Optional[JobState]], ClaimBatch]:
-        """:meth:`finish` then :meth:`claim`."""
-        return self.finish(outcomes), self.claim(instance_id, requests, lease_ms, peek)
 
     def _claim_one(
         self,

@@ -61,6 +61,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ..errors import BackendError, BackendUnavailableError, ConfigError, CorruptStateError
 from .base import (
+    Backend,
     Claim,
     ClaimBatch,
     ClaimRequest,
@@ -99,7 +100,7 @@ def _lua(name: str) -> str:
     return common + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
 
 
-class RedisBackend:
+class RedisBackend(Backend):
     """A :class:`~pyscheduler.backends.base.Backend` on Redis (5.0 or later).
 
     :param client: the redis-py client; its own settings (timeouts, retries, TLS) are kept.
