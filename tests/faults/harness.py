@@ -309,13 +309,17 @@ class Cluster:
               gaps: Sequence[Gap] = (), graceful: bool = True, **options: Any) -> Scenario:
         """Stop every instance, then run the checker over everything and assert it passed.
 
-        :param window: wall seconds; every occurrence scheduled in it must have started.
+        :param window: wall seconds; every occurrence scheduled in it must have started (it
+            starts no earlier than the first instance was ready: before that, the jobs were
+            not registered, and a slow start on a loaded machine must not count as a miss).
         :param options: more :class:`~tests.faults.checker.Scenario` fields.
         :returns: the scenario checked, for more assertions.
         """
         self.stop_all()
         leases, running = self.leftovers() if graceful else ([], [])
         events = self.events()
+        first_ready = min(e["wall"] for e in events if e["event"] == "ready")
+        window = (max(window[0], first_ready), window[1])
         faults = list(self.faults)
         for e in events:  # a handler that held the GIL froze its whole process
             if e["event"] == "pause":
