@@ -1,8 +1,11 @@
-"""Fixtures shared by the whole suite: a fake clock, real redis-server processes, and the
-``backend`` fixture that runs the contract suite against every backend."""
+"""Fixtures shared by the whole suite: a fake clock, real redis-server processes, the
+``backend`` fixture that runs the contract suite against every backend, and ``schedulers``,
+which stops every scheduler of a test at its teardown (a guard fails a test that leaves
+scheduler threads running)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -12,6 +15,7 @@ import pytest
 from pyscheduler.backends.base import Backend
 from pyscheduler.backends.memory import MemoryBackend
 from pyscheduler.clock import FakeClock
+from tests.helpers import Schedulers
 from tests.redis_server import RedisServer
 
 #: the longest a Redis test may wait for its backend's clock to pass an instant: enough for a
@@ -61,6 +65,55 @@ def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]
     yield start
     for server in servers:
         server.stop()
+
+
+# -- schedulers stopped at teardown ---------------------------------------------------------
+
+#: how every thread of a scheduler is named: pyscheduler-tick, -refresher, -lease-watchdog
+#: and the workers' pyscheduler-worker_N
+THREAD_PREFIX = "pyscheduler-"
+#: the longest (real seconds) the guard waits for the threads of stopped schedulers to end
+THREADS_END_WITHIN = 5.0
+
+
+@pytest.fixture
+def schedulers() -> Iterator[Schedulers]:
+    """Register each scheduler a test makes (``schedulers(Scheduler(...))`` or
+    ``schedulers.stepped(clock)``): they are all stopped at teardown.
+
+    Ask for it after the fixtures its schedulers use (a Redis server): fixtures are torn down
+    in reverse, so the schedulers stop while their backend is still there.
+    """
+    registry = Schedulers()
+    yield registry
+    registry.close()
+
+
+def _scheduler_threads(ignored: set[threading.Thread]) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate()
+            if thread.name.startswith(THREAD_PREFIX) and thread not in ignored]
+
+
+@pytest.fixture(autouse=True)
+def _no_scheduler_threads_left() -> Iterator[None]:
+    """Fail a test whose scheduler threads outlive its teardown.
+
+    Autouse, so set up before the fixtures a test asks for and torn down after them: after
+    ``schedulers`` stopped everything. Threads of earlier tests are left to their own report.
+    Stopped schedulers' workers end shortly after stop() (the pool is not joined), hence the
+    bounded wait; it only lasts long when a thread really is left behind.
+    """
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREADS_END_WITHIN
+    while (left := _scheduler_threads(before)) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if left:
+        names = ", ".join(sorted(thread.name for thread in left))
+        pytest.fail(f"scheduler threads still alive {THREADS_END_WITHIN:g} s after teardown: "
+                    f"{names}. Register every scheduler with the schedulers fixture (stopped "
+                    "at teardown), and have blocking handlers wait on schedulers.event()",
+                    pytrace=False)
 
 
 class BackendDriver:

@@ -1,13 +1,15 @@
-"""Shared test helpers: a recording handler, a metrics recorder, and a stepped scheduler."""
+"""Shared test helpers: a recording handler, a metrics recorder, a stepped scheduler, and the
+registry behind the ``schedulers`` fixture."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from pyscheduler import (
+    DefaultJobExecutor,
     FakeClock,
     JobContext,
     MemoryBackend,
@@ -18,6 +20,8 @@ from pyscheduler import (
 
 START = datetime(2030, 1, 1, tzinfo=timezone.utc)
 WAIT = 10.0  # generous bound (real seconds) for anything that crosses threads
+#: the longest (real seconds) teardown waits for the handlers it released to return
+IDLE_WITHIN = 2.0
 
 
 class Recorder:
@@ -85,7 +89,11 @@ class MetricsRecorder(NoOpMetrics):
 
 
 def stepped(clock: FakeClock, backend: Optional[MemoryBackend] = None, **config: Any) -> Scheduler:
-    """A scheduler on ``clock`` whose steps the test drives (no tick or refresher thread)."""
+    """A scheduler on ``clock`` whose steps the test drives (no tick or refresher thread).
+
+    Tests take it from the ``schedulers`` fixture (:meth:`Schedulers.stepped`), which also
+    stops it at teardown.
+    """
     settings: dict[str, Any] = {"tick_interval": 5, "max_concurrent": 8, "lock_ttl": 30,
                                 "lock_refresh_interval": 10}
     settings.update(config)
@@ -98,3 +106,55 @@ def step(scheduler: Scheduler) -> None:
     """One tick, then wait until every handler it started has returned and been recorded."""
     scheduler.run_pending()
     assert scheduler.wait_idle(WAIT), "handlers did not finish in time"
+
+
+#: what :class:`Schedulers` stops at teardown: schedulers, and executors tested on their own
+Stoppable = TypeVar("Stoppable", bound=Union[Scheduler, DefaultJobExecutor])
+
+
+class Schedulers:
+    """The schedulers of one test, stopped at its teardown whether it passed or not.
+
+    A test that asserts after ``stop()`` or tests stopping still calls it: a second stop() is
+    a no-op. Handlers that block should wait on :meth:`event`: teardown sets those events
+    first, so that a failing test leaves no handler (and no worker thread) waiting.
+    """
+
+    def __init__(self) -> None:
+        self._started: list[Union[Scheduler, DefaultJobExecutor]] = []
+        self._events: list[threading.Event] = []
+
+    def __call__(self, scheduler: Stoppable) -> Stoppable:
+        """Stop ``scheduler`` (or shut down a bare executor) at teardown; returns it."""
+        self._started.append(scheduler)
+        return scheduler
+
+    def stepped(self, clock: FakeClock, backend: Optional[MemoryBackend] = None,
+                **config: Any) -> Scheduler:
+        """:func:`tests.helpers.stepped`, stopped at teardown."""
+        return self(stepped(clock, backend, **config))
+
+    def event(self) -> threading.Event:
+        """A new event, set at teardown before anything stops: for handlers to block on."""
+        event = threading.Event()
+        self._events.append(event)
+        return event
+
+    def close(self) -> None:
+        """Set every event, then stop everything registered, the last registered first."""
+        for event in self._events:
+            event.set()
+        errors: list[BaseException] = []
+        for started in reversed(self._started):
+            try:
+                # Bounded in real time: under a fake clock that nobody moves any more,
+                # stop(timeout=...) would never reach its deadline with a handler stuck.
+                started.wait_idle(IDLE_WITHIN)
+                if isinstance(started, Scheduler):
+                    started.stop(timeout=0)
+                else:
+                    started.shutdown()
+            except Exception as exc:  # stop the others all the same
+                errors.append(exc)
+        if errors:
+            raise errors[0]
