@@ -28,7 +28,7 @@ from pyscheduler import (
 )
 from pyscheduler.executor import TIMEOUT_GRACE
 
-from .helpers import START, WAIT, MetricsRecorder, Recorder, step, stepped
+from .helpers import START, WAIT, MetricsRecorder, Recorder, Schedulers, step
 
 
 @pytest.fixture
@@ -36,10 +36,10 @@ def clock() -> FakeClock:
     return FakeClock(START)
 
 
-def test_interval_job_runs_at_each_occurrence_without_drift(clock):
+def test_interval_job_runs_at_each_occurrence_without_drift(clock, schedulers):
     # Given a job every 10 s registered at START
     recorder = Recorder()
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("tick", IntervalSchedule(10), recorder))
     scheduler.start(background=False)
 
@@ -58,23 +58,21 @@ def test_interval_job_runs_at_each_occurrence_without_drift(clock):
     assert meta.run_count == 2
     assert meta.next_run_at == START + timedelta(seconds=30)
     assert meta.status is JobStatus.SCHEDULED
-    scheduler.stop()
 
 
-def test_handler_without_arguments_is_called(clock):
+def test_handler_without_arguments_is_called(clock, schedulers):
     calls = []
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("bare", IntervalSchedule(1), lambda: calls.append(1)))
     scheduler.start(background=False)
     clock.advance(1)
     step(scheduler)
     assert calls == [1]
-    scheduler.stop()
 
 
-def test_context_carries_occurrence_attempt_and_increasing_fences(clock):
+def test_context_carries_occurrence_attempt_and_increasing_fences(clock, schedulers):
     recorder = Recorder()
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("ctx", IntervalSchedule(1), recorder))
     scheduler.start(background=False)
     for _ in range(5):
@@ -85,17 +83,16 @@ def test_context_carries_occurrence_attempt_and_increasing_fences(clock):
     assert fences == sorted(set(fences))
     ctx = recorder.contexts[0]
     assert ctx.scheduled_at.tzinfo is not None and ctx.attempt == 1 and ctx.kind == "regular"
-    scheduler.stop()
 
 
-def test_failed_attempts_retry_from_the_backend_then_count_as_one_failure(clock):
+def test_failed_attempts_retry_from_the_backend_then_count_as_one_failure(clock, schedulers):
     # Given a handler that always fails, retried twice with a fixed 2 s backoff
     def fail(ctx: JobContext) -> None:
         raise ValueError(f"boom {ctx.attempt}")
 
     recorder = Recorder(fail)
     metrics = MetricsRecorder()
-    scheduler = stepped(clock, metrics=metrics)
+    scheduler = schedulers.stepped(clock, metrics=metrics)
     policy = RetryPolicy(max_retries=2, initial_interval=2, strategy=RetryStrategy.FIXED)
     scheduler.register(Job("flaky", IntervalSchedule(60), recorder, retry_policy=policy))
     scheduler.start(background=False)
@@ -126,10 +123,9 @@ def test_failed_attempts_retry_from_the_backend_then_count_as_one_failure(clock)
     clock.advance(56)
     step(scheduler)
     assert recorder.calls[-1][1:3] == (START + timedelta(seconds=120), 1)
-    scheduler.stop()
 
 
-def test_success_resets_consecutive_failures(clock):
+def test_success_resets_consecutive_failures(clock, schedulers):
     outcomes = iter([ValueError("x"), ValueError("y"), None])
 
     def handler() -> None:
@@ -137,7 +133,7 @@ def test_success_resets_consecutive_failures(clock):
         if error:
             raise error
 
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("j", IntervalSchedule(10), handler))
     scheduler.start(background=False)
     for _ in range(2):
@@ -149,16 +145,15 @@ def test_success_resets_consecutive_failures(clock):
     meta = scheduler.get_job("j").metadata
     assert meta.consecutive_failures == 0 and meta.failure_count == 2 and meta.run_count == 3
     assert meta.last_success_at == START + timedelta(seconds=30)
-    scheduler.stop()
 
 
 @pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), GeneratorExit(),
                                    JobCancelled("self"), RuntimeError("bad")])
-def test_any_exception_is_isolated_and_recorded(clock, error, caplog):
+def test_any_exception_is_isolated_and_recorded(clock, error, caplog, schedulers):
     def handler() -> None:
         raise error
 
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("bad", IntervalSchedule(5), handler))
     scheduler.start(background=False)
     for _ in range(2):
@@ -169,10 +164,9 @@ def test_any_exception_is_isolated_and_recorded(clock, error, caplog):
     assert meta.last_error.startswith(type(error).__name__)
     # The traceback reached the log.
     assert any(r.exc_info and r.exc_info[1] is error for r in caplog.records)
-    scheduler.stop()
 
 
-def test_timeout_cancels_the_token_records_failure_and_retries(clock):
+def test_timeout_cancels_the_token_records_failure_and_retries(clock, schedulers):
     # Given a cooperative handler that sleeps on its token, with a 5 s timeout
     woke_early = []
 
@@ -181,7 +175,7 @@ def test_timeout_cancels_the_token_records_failure_and_retries(clock):
 
     recorder = Recorder(sleeper)
     metrics = MetricsRecorder()
-    scheduler = stepped(clock, metrics=metrics)
+    scheduler = schedulers.stepped(clock, metrics=metrics)
     policy = RetryPolicy(max_retries=1, initial_interval=1, strategy=RetryStrategy.FIXED)
     scheduler.register(Job("slow", IntervalSchedule(60), recorder, timeout=5, retry_policy=policy))
     scheduler.start(background=False)
@@ -205,15 +199,14 @@ def test_timeout_cancels_the_token_records_failure_and_retries(clock):
     step(scheduler)
     assert [attempt for _, _, attempt, *_ in recorder.calls] == [1, 2]
     assert scheduler.get_job("slow").metadata.failure_count == 1
-    scheduler.stop()
 
 
-def test_a_handler_ignoring_cancellation_keeps_its_slot_busy(clock):
+def test_a_handler_ignoring_cancellation_keeps_its_slot_busy(clock, schedulers):
     # Given one worker, and a handler that ignores its token
-    release = threading.Event()
+    release = schedulers.event()
     stuck = Recorder(lambda ctx: release.wait(WAIT))
     other = Recorder()
-    scheduler = stepped(clock, max_concurrent=1)
+    scheduler = schedulers.stepped(clock, max_concurrent=1)
     scheduler.register(Job("stuck", IntervalSchedule(10), stuck, timeout=1))
     scheduler.register(Job("other", IntervalSchedule(10, start_at=START + timedelta(seconds=11)),
                            other))
@@ -243,12 +236,11 @@ def test_a_handler_ignoring_cancellation_keeps_its_slot_busy(clock):
     assert scheduler.wait_idle(WAIT)
     step(scheduler)
     assert len(other.calls) == 1
-    scheduler.stop()
 
 
-def test_the_retry_of_a_handler_that_ignored_its_timeout_waits_for_its_lease(clock):
+def test_the_retry_of_a_handler_that_ignored_its_timeout_waits_for_its_lease(clock, schedulers):
     # Given a handler that ignores its cancelled token, then fails; retried after 1 s
-    release = threading.Event()
+    release = schedulers.event()
 
     def ignore_then_fail(ctx: JobContext) -> None:
         if ctx.attempt == 1:
@@ -257,7 +249,7 @@ def test_the_retry_of_a_handler_that_ignored_its_timeout_waits_for_its_lease(clo
 
     recorder = Recorder(ignore_then_fail)
     policy = RetryPolicy(max_retries=1, initial_interval=1, strategy=RetryStrategy.FIXED)
-    scheduler = stepped(clock, lock_ttl=30, lock_refresh_interval=10)
+    scheduler = schedulers.stepped(clock, lock_ttl=30, lock_refresh_interval=10)
     scheduler.register(Job("stuck", IntervalSchedule(100), recorder, timeout=1,
                            retry_policy=policy))
     scheduler.start(background=False)
@@ -280,12 +272,11 @@ def test_the_retry_of_a_handler_that_ignored_its_timeout_waits_for_its_lease(clo
     assert [(attempt, kind) for _, _, attempt, _, kind in recorder.calls] == \
         [(1, "regular"), (2, "retry")]
     assert "timed out" in scheduler.get_job("stuck").metadata.last_error
-    scheduler.stop()
 
 
-def test_missed_occurrences_coalesce_into_one_run(clock):
+def test_missed_occurrences_coalesce_into_one_run(clock, schedulers):
     recorder = Recorder()
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("coalesced", IntervalSchedule(10), recorder))
     scheduler.start(background=False)
 
@@ -297,13 +288,12 @@ def test_missed_occurrences_coalesce_into_one_run(clock):
     # Then one run covers them, at the latest missed occurrence
     assert [at for _, at, *_ in recorder.calls] == [START + timedelta(seconds=100)]
     assert scheduler.get_job("coalesced").metadata.next_run_at == START + timedelta(seconds=110)
-    scheduler.stop()
 
 
-def test_occurrence_later_than_misfire_grace_is_skipped(clock):
+def test_occurrence_later_than_misfire_grace_is_skipped(clock, schedulers):
     recorder = Recorder()
     metrics = MetricsRecorder()
-    scheduler = stepped(clock, metrics=metrics)
+    scheduler = schedulers.stepped(clock, metrics=metrics)
     scheduler.register(Job("strict", IntervalSchedule(10), recorder, misfire_grace_time=5))
     scheduler.start(background=False)
 
@@ -317,23 +307,21 @@ def test_occurrence_later_than_misfire_grace_is_skipped(clock):
     clock.advance(5)  # 112 s: the 110 s occurrence is 2 s late, within grace
     step(scheduler)
     assert [at for _, at, *_ in recorder.calls] == [START + timedelta(seconds=110)]
-    scheduler.stop()
 
 
-def test_config_misfire_grace_applies_to_jobs_without_their_own(clock):
+def test_config_misfire_grace_applies_to_jobs_without_their_own(clock, schedulers):
     recorder = Recorder()
-    scheduler = stepped(clock, misfire_grace_time=1)
+    scheduler = schedulers.stepped(clock, misfire_grace_time=1)
     scheduler.register(Job("j", IntervalSchedule(10), recorder))
     scheduler.start(background=False)
     clock.advance(15)
     step(scheduler)
     assert recorder.calls == []
-    scheduler.stop()
 
 
-def test_once_job_completes_and_a_past_run_time_runs_once(clock):
+def test_once_job_completes_and_a_past_run_time_runs_once(clock, schedulers):
     recorder = Recorder()
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("past", OnceSchedule(START - timedelta(hours=1)), recorder))
     scheduler.register(Job("future", OnceSchedule(START + timedelta(seconds=5)), recorder))
     scheduler.start(background=False)
@@ -346,23 +334,21 @@ def test_once_job_completes_and_a_past_run_time_runs_once(clock):
     for name in ("past", "future"):
         meta = scheduler.get_job(name).metadata
         assert meta.status is JobStatus.COMPLETED and meta.next_run_at is None
-    scheduler.stop()
 
 
-def test_once_job_that_fails_for_good_is_failed(clock):
-    scheduler = stepped(clock)
+def test_once_job_that_fails_for_good_is_failed(clock, schedulers):
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("once", OnceSchedule(START), lambda: 1 / 0))
     scheduler.start(background=False)
     step(scheduler)
     meta = scheduler.get_job("once").metadata
     assert meta.status is JobStatus.FAILED
     assert meta.last_error.startswith("ZeroDivisionError")
-    scheduler.stop()
 
 
-def test_pause_resume_and_remove(clock):
+def test_pause_resume_and_remove(clock, schedulers):
     recorder = Recorder()
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("j", IntervalSchedule(10), recorder))
     scheduler.start(background=False)
 
@@ -383,12 +369,11 @@ def test_pause_resume_and_remove(clock):
     clock.advance(10)
     step(scheduler)
     assert len(recorder.calls) == 1
-    scheduler.stop()
 
 
-def test_disabled_job_is_registered_paused(clock):
+def test_disabled_job_is_registered_paused(clock, schedulers):
     recorder = Recorder()
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("off", IntervalSchedule(1), recorder, enabled=False))
     scheduler.start(background=False)
     clock.advance(5)
@@ -398,12 +383,11 @@ def test_disabled_job_is_registered_paused(clock):
     scheduler.resume("off")
     step(scheduler)
     assert len(recorder.calls) == 1
-    scheduler.stop()
 
 
-def test_management_before_start_is_applied_at_start(clock):
+def test_management_before_start_is_applied_at_start(clock, schedulers):
     recorder = Recorder()
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("j", IntervalSchedule(100), recorder))
     scheduler.pause("j")
     scheduler.resume("j")
@@ -411,12 +395,11 @@ def test_management_before_start_is_applied_at_start(clock):
     scheduler.start(background=False)
     step(scheduler)
     assert [kind for *_, kind in recorder.calls] == ["manual"]
-    scheduler.stop()
 
 
-def test_run_now_adds_an_occurrence_and_keeps_the_schedule(clock):
+def test_run_now_adds_an_occurrence_and_keeps_the_schedule(clock, schedulers):
     recorder = Recorder()
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("j", IntervalSchedule(100), recorder))
     scheduler.start(background=False)
     clock.advance(3)
@@ -425,11 +408,10 @@ def test_run_now_adds_an_occurrence_and_keeps_the_schedule(clock):
     assert [(at, kind) for _, at, _, _, kind in recorder.calls] == [
         (START + timedelta(seconds=3), "manual")]
     assert scheduler.get_job("j").metadata.next_run_at == START + timedelta(seconds=100)
-    scheduler.stop()
 
 
-def test_unknown_names_raise_job_not_found(clock):
-    scheduler = stepped(clock)
+def test_unknown_names_raise_job_not_found(clock, schedulers):
+    scheduler = schedulers.stepped(clock)
     scheduler.start(background=False)
     for call in (scheduler.pause, scheduler.resume, scheduler.remove, scheduler.get_job,
                  scheduler.run_now):
@@ -437,11 +419,10 @@ def test_unknown_names_raise_job_not_found(clock):
             call("nope")
         assert isinstance(info.value, KeyError)
         assert "nope" in str(info.value)
-    scheduler.stop()
 
 
-def test_duplicate_names_and_lifecycle_errors(clock):
-    scheduler = stepped(clock)
+def test_duplicate_names_and_lifecycle_errors(clock, schedulers):
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("j", IntervalSchedule(1), lambda: None))
     with pytest.raises(DuplicateJobError, match="'j'"):
         scheduler.register(Job("j", IntervalSchedule(2), lambda: None))
@@ -454,13 +435,13 @@ def test_duplicate_names_and_lifecycle_errors(clock):
         scheduler.start()
 
 
-def test_two_schedulers_on_one_backend_never_run_an_occurrence_twice(clock):
+def test_two_schedulers_on_one_backend_never_run_an_occurrence_twice(clock, schedulers):
     # Given two schedulers sharing one backend, each with the same 200 jobs every second
     backend = MemoryBackend(clock)
     recorder = Recorder()
-    schedulers = [stepped(clock, backend, max_concurrent=64, instance_id=f"s{i}")
-                  for i in range(2)]
-    for scheduler in schedulers:
+    pair = [schedulers.stepped(clock, backend, max_concurrent=64, instance_id=f"s{i}")
+            for i in range(2)]
+    for scheduler in pair:
         for n in range(200):
             scheduler.register(Job(f"job-{n}", IntervalSchedule(1, start_at=START), recorder))
         scheduler.start(background=False)
@@ -469,9 +450,9 @@ def test_two_schedulers_on_one_backend_never_run_an_occurrence_twice(clock):
     for _ in range(20):
         clock.advance(1)
         for _ in range(5):
-            for scheduler in schedulers:
+            for scheduler in pair:
                 scheduler.run_pending()
-        for scheduler in schedulers:
+        for scheduler in pair:
             assert scheduler.wait_idle(WAIT)
 
     # Then every occurrence ran exactly once, shared between the two
@@ -480,18 +461,16 @@ def test_two_schedulers_on_one_backend_never_run_an_occurrence_twice(clock):
     expected = {(f"job-{n}", START + timedelta(seconds=s)) for n in range(200)
                 for s in range(1, 21)}
     assert set(counts) == expected
-    for scheduler in schedulers:
-        scheduler.stop()
 
 
-def test_threads_on_two_schedulers_run_each_occurrence_once(clock):
+def test_threads_on_two_schedulers_run_each_occurrence_once(clock, schedulers):
     # Given two started schedulers (real tick threads) on one backend, driven by a fake clock
     backend = MemoryBackend(clock)
     done = threading.Semaphore(0)
     recorder = Recorder(lambda ctx: done.release())
-    schedulers = [stepped(clock, backend, max_concurrent=16, instance_id=f"t{i}")
-                  for i in range(2)]
-    for scheduler in schedulers:
+    pair = [schedulers.stepped(clock, backend, max_concurrent=16, instance_id=f"t{i}")
+            for i in range(2)]
+    for scheduler in pair:
         for n in range(50):
             scheduler.register(Job(f"job-{n}", IntervalSchedule(1, start_at=START), recorder))
         scheduler.start()
@@ -503,35 +482,34 @@ def test_threads_on_two_schedulers_run_each_occurrence_once(clock):
             assert done.acquire(timeout=WAIT)
 
     # Then each occurrence ran once
-    for scheduler in schedulers:
+    for scheduler in pair:
         scheduler.stop()
     counts = recorder.occurrences()
     assert len(counts) == 250 and set(counts.values()) == {1}
 
 
-def test_register_after_start_wakes_the_tick_thread():
+def test_register_after_start_wakes_the_tick_thread(schedulers):
     # Given a started scheduler with a long tick interval, on the real clock
     from pyscheduler import Scheduler, SchedulerConfig
 
     ran = threading.Event()
-    scheduler = Scheduler(config=SchedulerConfig(tick_interval=3600, lock_ttl=7200,
-                                                 lock_refresh_interval=3000))
+    scheduler = schedulers(Scheduler(config=SchedulerConfig(tick_interval=3600, lock_ttl=7200,
+                                                            lock_refresh_interval=3000)))
     scheduler.start()
-    try:
-        # When a job due in 10 ms is registered
-        scheduler.register(Job("soon", IntervalSchedule(0.01), lambda: ran.set()))
-        # Then it runs well before the tick interval
-        assert ran.wait(WAIT)
-    finally:
-        scheduler.stop()
+
+    # When a job due in 10 ms is registered
+    scheduler.register(Job("soon", IntervalSchedule(0.01), lambda: ran.set()))
+
+    # Then it runs well before the tick interval
+    assert ran.wait(WAIT)
 
 
-def test_stop_waits_then_cancels_stuck_handlers_and_hands_them_back(clock):
+def test_stop_waits_then_cancels_stuck_handlers_and_hands_them_back(clock, schedulers):
     # Given a handler that ignores cancellation, and a second scheduler on the same backend
-    release = threading.Event()
+    release = schedulers.event()
     recorder = Recorder(lambda ctx: release.wait(WAIT))
     backend = MemoryBackend(clock)
-    first = stepped(clock, backend, instance_id="first")
+    first = schedulers.stepped(clock, backend, instance_id="first")
     first.register(Job("stuck", IntervalSchedule(10), recorder))
     first.start(background=False)
     clock.advance(10)
@@ -552,7 +530,7 @@ def test_stop_waits_then_cancels_stuck_handlers_and_hands_them_back(clock):
     assert recorder.contexts[0].cancelled
     # ...and another instance recovers the occurrence at once, as attempt 2 with a higher fence
     second_recorder = Recorder()
-    second = stepped(clock, backend, instance_id="second")
+    second = schedulers.stepped(clock, backend, instance_id="second")
     second.register(Job("stuck", IntervalSchedule(10), second_recorder))
     second.start(background=False)
     step(second)
@@ -560,17 +538,16 @@ def test_stop_waits_then_cancels_stuck_handlers_and_hands_them_back(clock):
     assert (at, attempt, kind) == (START + timedelta(seconds=10), 2, "recovery")
     assert fence > recorder.calls[0][3]
     release.set()
-    second.stop()
 
 
-def test_lost_lease_cancels_the_token_and_the_late_finish_is_rejected(clock):
+def test_lost_lease_cancels_the_token_and_the_late_finish_is_rejected(clock, schedulers):
     # Given a run whose refresher stops being able to reach the backend in time
-    release = threading.Event()
+    release = schedulers.event()
     first_run = Recorder(lambda ctx: release.wait(WAIT))
     metrics = MetricsRecorder()
     backend = MemoryBackend(clock)
-    first = stepped(clock, backend, instance_id="a", lock_ttl=3, lock_refresh_interval=1,
-                    metrics=metrics)
+    first = schedulers.stepped(clock, backend, instance_id="a", lock_ttl=3,
+                               lock_refresh_interval=1, metrics=metrics)
     first.register(Job("j", IntervalSchedule(100), first_run))
     first.start(background=False)
     clock.advance(100)
@@ -588,7 +565,8 @@ def test_lost_lease_cancels_the_token_and_the_late_finish_is_rejected(clock):
 
     # And a second instance takes over with a higher fence; the old finish is dropped
     second_run = Recorder()
-    second = stepped(clock, backend, instance_id="b", lock_ttl=3, lock_refresh_interval=1)
+    second = schedulers.stepped(clock, backend, instance_id="b", lock_ttl=3,
+                                lock_refresh_interval=1)
     second.register(Job("j", IntervalSchedule(100), second_run))
     second.start(background=False)
     step(second)
@@ -598,14 +576,12 @@ def test_lost_lease_cancels_the_token_and_the_late_finish_is_rejected(clock):
     assert first.wait_idle(WAIT)
     meta = second.get_job("j").metadata
     assert meta.run_count == 1 and meta.last_error == ""
-    first.stop()
-    second.stop()
 
 
-def test_refresh_keeps_a_long_run_alive(clock):
-    release = threading.Event()
+def test_refresh_keeps_a_long_run_alive(clock, schedulers):
+    release = schedulers.event()
     recorder = Recorder(lambda ctx: release.wait(WAIT))
-    scheduler = stepped(clock, lock_ttl=3, lock_refresh_interval=1)
+    scheduler = schedulers.stepped(clock, lock_ttl=3, lock_refresh_interval=1)
     scheduler.register(Job("long", IntervalSchedule(100), recorder))
     scheduler.start(background=False)
     clock.advance(100)
@@ -618,12 +594,11 @@ def test_refresh_keeps_a_long_run_alive(clock):
     release.set()
     assert scheduler.wait_idle(WAIT)
     assert scheduler.get_job("long").metadata.run_count == 1
-    scheduler.stop()
 
 
-def test_another_schedulers_removal_drops_the_job_here(clock):
+def test_another_schedulers_removal_drops_the_job_here(clock, schedulers):
     backend = MemoryBackend(clock)
-    a, b = (stepped(clock, backend, instance_id=n) for n in "ab")
+    a, b = (schedulers.stepped(clock, backend, instance_id=n) for n in "ab")
     for scheduler in (a, b):
         scheduler.register(Job("j", IntervalSchedule(10), lambda: None))
         scheduler.start(background=False)
@@ -634,29 +609,25 @@ def test_another_schedulers_removal_drops_the_job_here(clock):
     step(b)
     with pytest.raises(JobNotFoundError):
         b.get_job("j")
-    a.stop()
-    b.stop()
 
 
-def test_registration_takes_over_stored_state(clock):
+def test_registration_takes_over_stored_state(clock, schedulers):
     backend = MemoryBackend(clock)
-    a = stepped(clock, backend, instance_id="a")
+    a = schedulers.stepped(clock, backend, instance_id="a")
     a.register(Job("j", IntervalSchedule(10), lambda: None))
     a.start(background=False)
     a.pause("j")
     clock.advance(25)
-    b = stepped(clock, backend, instance_id="b")
+    b = schedulers.stepped(clock, backend, instance_id="b")
     b.register(Job("j", IntervalSchedule(10), lambda: None))
     b.start(background=False)
     meta = b.get_job("j").metadata
     assert meta.status is JobStatus.PAUSED
     assert meta.next_run_at == START + timedelta(seconds=10)
-    a.stop()
-    b.stop()
 
 
-def test_decorators_register_jobs(clock):
-    scheduler = stepped(clock)
+def test_decorators_register_jobs(clock, schedulers):
+    scheduler = schedulers.stepped(clock)
 
     @scheduler.every(timedelta(seconds=5), name="every")
     def every() -> None: ...
@@ -673,13 +644,13 @@ def test_decorators_register_jobs(clock):
     assert scheduler.get_job("once").timeout == 3
 
 
-def test_broken_metrics_hooks_never_stop_jobs(clock, caplog):
+def test_broken_metrics_hooks_never_stop_jobs(clock, caplog, schedulers):
     class Broken(MetricsRecorder):
         def job_started(self, name: str) -> None:
             raise RuntimeError("exporter down")
 
     recorder = Recorder()
-    scheduler = stepped(clock, metrics=Broken())
+    scheduler = schedulers.stepped(clock, metrics=Broken())
     scheduler.register(Job("j", IntervalSchedule(1), recorder))
     scheduler.start(background=False)
     for _ in range(3):
@@ -687,7 +658,6 @@ def test_broken_metrics_hooks_never_stop_jobs(clock, caplog):
         step(scheduler)
     assert len(recorder.calls) == 3
     assert "metrics.job_started raised" in caplog.text
-    scheduler.stop()
 
 
 def test_context_manager_starts_and_stops():
@@ -701,24 +671,23 @@ def test_context_manager_starts_and_stops():
         scheduler.start()
 
 
-def test_nothing_starts_before_start():
+def test_nothing_starts_before_start(schedulers):
     from pyscheduler import Scheduler
 
     # Threads left by earlier tests may end meanwhile: compare the new threads, not counts.
     before = set(threading.enumerate())
-    scheduler = Scheduler()
+    scheduler = schedulers(Scheduler())
     scheduler.register(Job("j", IntervalSchedule(1), lambda: None))
     assert set(threading.enumerate()) - before == set()
     scheduler.start()
     started = {thread.name for thread in set(threading.enumerate()) - before}
     assert {"pyscheduler-tick", "pyscheduler-refresher", "pyscheduler-lease-watchdog"} <= started
-    scheduler.stop()
 
 
-def test_bad_registrations_raise_our_errors(clock):
+def test_bad_registrations_raise_our_errors(clock, schedulers):
     from pyscheduler import InvalidJobError
 
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     with pytest.raises(InvalidJobError, match="takes a Job"):
         scheduler.register("not a job")
     with pytest.raises(InvalidJobError, match="timout"):
@@ -727,12 +696,12 @@ def test_bad_registrations_raise_our_errors(clock):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads running
-def test_a_forked_child_holds_a_stopped_copy_that_neither_waits_nor_hands_back(clock):
+def test_a_forked_child_holds_a_stopped_copy_that_neither_waits_nor_hands_back(clock, schedulers):
     # Given a started scheduler with a run in flight that ignores cancellation
-    release = threading.Event()
+    release = schedulers.event()
     recorder = Recorder(lambda ctx: release.wait(WAIT))
     backend = MemoryBackend(clock)
-    scheduler = stepped(clock, backend)
+    scheduler = schedulers.stepped(clock, backend)
     scheduler.register(Job("j", IntervalSchedule(10), recorder))
     scheduler.start(background=False)
     clock.advance(10)
@@ -760,7 +729,6 @@ def test_a_forked_child_holds_a_stopped_copy_that_neither_waits_nor_hands_back(c
     release.set()
     assert scheduler.wait_idle(WAIT)
     assert scheduler.get_job("j").metadata.run_count == 1
-    scheduler.stop()
 
 
 # -- workers claiming for themselves (background mode) ----------------------------------------
@@ -801,13 +769,13 @@ class TickWaits(FakeClock):
             return found
 
 
-def run_burst(clock: FakeClock, backend: MemoryBackend, jobs: int = 40,
-              workers: int = 2) -> tuple[Scheduler, Recorder]:
+def run_burst(schedulers: Schedulers, clock: FakeClock, backend: MemoryBackend,
+              jobs: int = 40, workers: int = 2) -> tuple[Scheduler, Recorder]:
     """Start a scheduler with ``jobs`` one-time jobs due in a second, on ``workers`` workers;
     move the clock to their instant and wait until every one of them has started."""
     done = threading.Semaphore(0)
     recorder = Recorder(lambda ctx: done.release())
-    scheduler = stepped(clock, backend, max_concurrent=workers)
+    scheduler = schedulers.stepped(clock, backend, max_concurrent=workers)
     for n in range(jobs):
         scheduler.register(Job(f"job-{n}", OnceSchedule(START + timedelta(seconds=1)), recorder))
     scheduler.start()
@@ -817,13 +785,13 @@ def run_burst(clock: FakeClock, backend: MemoryBackend, jobs: int = 40,
     return scheduler, recorder
 
 
-def test_freed_workers_claim_the_rest_of_a_burst_themselves(clock):
+def test_freed_workers_claim_the_rest_of_a_burst_themselves(clock, schedulers):
     # Given two workers and 40 one-time jobs due at the same instant, on a started scheduler
     # whose tick would sleep a whole tick interval once both workers are busy
     backend = ClaimThreads(clock)
 
     # When the instant comes (and the clock stands still after it)
-    scheduler, recorder = run_burst(clock, backend)
+    scheduler, recorder = run_burst(schedulers, clock, backend)
 
     # Then every job ran once: the workers claimed the occurrences the tick had no slot for
     scheduler.stop()
@@ -833,14 +801,14 @@ def test_freed_workers_claim_the_rest_of_a_burst_themselves(clock):
     assert len(workers) >= 19  # two at a time: the tick claimed at most the first pair
 
 
-def test_a_freed_worker_wakes_the_tick_for_work_due_before_it_would_wake():
+def test_a_freed_worker_wakes_the_tick_for_work_due_before_it_would_wake(schedulers):
     # Given one worker busy with a job, so that the tick sleeps a whole tick interval (5 s),
     # and another job due 2 s after the busy one started
     clock = TickWaits(START)
-    release = threading.Event()
+    release = schedulers.event()
     busy = Recorder(lambda ctx: release.wait(WAIT))
     later = Recorder()
-    scheduler = stepped(clock, max_concurrent=1)
+    scheduler = schedulers.stepped(clock, max_concurrent=1)
     scheduler.register(Job("busy", OnceSchedule(START + timedelta(seconds=1)), busy))
     scheduler.register(Job("later", OnceSchedule(START + timedelta(seconds=3)), later))
     scheduler.start()
@@ -860,11 +828,11 @@ def test_a_freed_worker_wakes_the_tick_for_work_due_before_it_would_wake():
     assert [call[0] for call in busy.calls + later.calls] == ["busy", "later"]
 
 
-def test_a_run_started_by_a_worker_still_times_out_on_time():
+def test_a_run_started_by_a_worker_still_times_out_on_time(schedulers):
     # Given one worker, a job that times out after 2 s, and a tick asleep for its whole
     # interval while the first job runs
     clock = TickWaits(START)
-    release = threading.Event()
+    release = schedulers.event()
     first = Recorder(lambda ctx: release.wait(WAIT))
     cancelled = threading.Event()
 
@@ -872,7 +840,7 @@ def test_a_run_started_by_a_worker_still_times_out_on_time():
         if ctx.token.event.wait(WAIT):
             cancelled.set()
 
-    scheduler = stepped(clock, max_concurrent=1)
+    scheduler = schedulers.stepped(clock, max_concurrent=1)
     scheduler.register(Job("first", OnceSchedule(START + timedelta(seconds=1)), first))
     scheduler.register(Job("slow", OnceSchedule(START + timedelta(seconds=1)), slow,
                            timeout=2))
@@ -888,17 +856,16 @@ def test_a_run_started_by_a_worker_still_times_out_on_time():
     assert clock.wait_for_tick_sleep(2.0)
     clock.advance(2)
     assert cancelled.wait(WAIT)
-    scheduler.stop()
 
 
-def test_no_state_object_per_job_stays_for_the_garbage_collector_to_track(clock):
+def test_no_state_object_per_job_stays_for_the_garbage_collector_to_track(clock, schedulers):
     # Given 50 jobs that each ran (a state snapshot and a claim per job passed through)
     import gc
 
     from pyscheduler.backends.base import Claim, JobState
 
     recorder = Recorder()
-    scheduler = stepped(clock, max_concurrent=64)
+    scheduler = schedulers.stepped(clock, max_concurrent=64)
     for n in range(50):
         scheduler.register(Job(f"gc-probe-{n}", IntervalSchedule(1, start_at=START), recorder))
     scheduler.start(background=False)
@@ -917,10 +884,9 @@ def test_no_state_object_per_job_stays_for_the_garbage_collector_to_track(clock)
             and getattr(obj, "name", getattr(obj, "job_name", "")).startswith("gc-probe-")]
     assert kept == []
     assert scheduler.get_job("gc-probe-0").metadata.run_count == 1
-    scheduler.stop()
 
 
-def test_a_worker_whose_claim_fails_leaves_the_retry_to_the_tick(clock, caplog):
+def test_a_worker_whose_claim_fails_leaves_the_retry_to_the_tick(clock, caplog, schedulers):
     # Given one worker busy with a job, another job due, and a backend about to fail
     from pyscheduler import BackendUnavailableError
 
@@ -935,10 +901,10 @@ def test_a_worker_whose_claim_fails_leaves_the_retry_to_the_tick(clock, caplog):
             return super().claim(instance_id, requests, lease_ms, peek)
 
     backend = Flaky(clock)
-    release = threading.Event()
+    release = schedulers.event()
     first = Recorder(lambda ctx: release.wait(WAIT))
     second = Recorder()
-    scheduler = stepped(clock, backend, max_concurrent=1)
+    scheduler = schedulers.stepped(clock, backend, max_concurrent=1)
     scheduler.register(Job("first", OnceSchedule(START + timedelta(seconds=1)), first))
     scheduler.register(Job("second", OnceSchedule(START + timedelta(seconds=1)), second))
     scheduler.start()
@@ -961,10 +927,9 @@ def test_a_worker_whose_claim_fails_leaves_the_retry_to_the_tick(clock, caplog):
     assert "claiming for a free worker failed" in caplog.text or \
         "tick failed" in caplog.text
     assert [call[0] for call in second.calls] == ["second"]
-    scheduler.stop()
 
 
-def test_a_freed_worker_records_its_result_with_its_next_claim(clock):
+def test_a_freed_worker_records_its_result_with_its_next_claim(clock, schedulers):
     # Given two workers, 40 one-time jobs due at once, and a backend counting its calls
     class Counting(MemoryBackend):
         def __init__(self, clock: FakeClock) -> None:
@@ -978,7 +943,7 @@ def test_a_freed_worker_records_its_result_with_its_next_claim(clock):
     backend = Counting(clock)
 
     # When the instant comes and every job has run
-    scheduler, _ = run_burst(clock, backend)
+    scheduler, _ = run_burst(schedulers, clock, backend)
     assert scheduler.wait_idle(WAIT)
 
     # Then every result was recorded by the time wait_idle returned, most of them along with
@@ -988,15 +953,14 @@ def test_a_freed_worker_records_its_result_with_its_next_claim(clock):
     assert all(state.occurrence_status == "" for state in states)
     carried = sum(backend.combined_outcomes)
     assert carried >= 19
-    scheduler.stop()
 
 
-def test_a_job_lost_by_the_backend_while_it_runs_is_recreated_and_runs_again(clock):
+def test_a_job_lost_by_the_backend_while_it_runs_is_recreated_and_runs_again(clock, schedulers):
     # Given a job whose run is under way
     backend = MemoryBackend(clock)
-    release = threading.Event()
+    release = schedulers.event()
     recorder = Recorder(lambda ctx: release.wait(WAIT))
-    scheduler = stepped(clock, backend)
+    scheduler = schedulers.stepped(clock, backend)
     scheduler.register(Job("lost", IntervalSchedule(60, start_at=START), recorder))
     scheduler.start(background=False)
     clock.advance(60)
@@ -1015,4 +979,3 @@ def test_a_job_lost_by_the_backend_while_it_runs_is_recreated_and_runs_again(clo
     step(scheduler)
     assert [at for _, at, *_ in recorder.calls] == [START + timedelta(seconds=60),
                                                    START + timedelta(seconds=120)]
-    scheduler.stop()
