@@ -18,7 +18,7 @@ from pyscheduler import (
     current_job,
 )
 
-from .helpers import START, WAIT, step, stepped
+from .helpers import START, WAIT, step
 
 
 @pytest.fixture
@@ -174,11 +174,11 @@ def report_current_name() -> str | None:
     return None if ctx is None else ctx.job_name
 
 
-def test_current_job_is_the_running_context_inside_a_handler(clock):
+def test_current_job_is_the_running_context_inside_a_handler(clock, schedulers):
     # Given handlers that look up current_job(), one of them taking no context at all
     seen: list[tuple[JobContext | None, JobContext]] = []
     deep: list[str | None] = []
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("probe", IntervalSchedule(1),
                            lambda ctx: seen.append((current_job(), ctx))))
     scheduler.register(Job("bare", IntervalSchedule(1),
@@ -194,4 +194,3 @@ def test_current_job_is_the_running_context_inside_a_handler(clock):
     assert inside is ctx
     assert deep == ["bare"]
     assert current_job() is None
-    scheduler.stop()

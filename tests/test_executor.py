@@ -18,7 +18,7 @@ from pyscheduler import (
 from pyscheduler.backends.base import Claim
 from pyscheduler.executor import Run, describe_error
 
-from .helpers import START, WAIT
+from .helpers import START, WAIT, Schedulers
 
 
 def make_context(name: str = "job") -> JobContext:
@@ -99,10 +99,10 @@ def make_run(job: Job, number: int) -> Run:
 
 class Lanes:
     """A started executor whose ``on_free`` submits the next of ``backlog`` runs while a slot
-    is free, the way the scheduler's workers claim for themselves."""
+    is free, the way the scheduler's workers claim for themselves; shut down at teardown."""
 
-    def __init__(self, capacity: int, handler, backlog: int = 0) -> None:
-        self.executor = DefaultJobExecutor()
+    def __init__(self, schedulers: Schedulers, capacity: int, handler, backlog: int = 0) -> None:
+        self.executor = schedulers(DefaultJobExecutor())
         self.job = Job("lanes", IntervalSchedule(60), handler)
         self.backlog = [make_run(self.job, n) for n in range(backlog)]
         self.results: list[tuple[Run, object]] = []
@@ -125,10 +125,10 @@ class Lanes:
                 self.executor.submit(self.backlog.pop(0))
 
 
-def test_a_lane_takes_the_next_run_on_the_same_thread():
+def test_a_lane_takes_the_next_run_on_the_same_thread(schedulers):
     # Given one slot, and an on_free that submits the next run of a backlog
     threads: list[str] = []
-    lanes = Lanes(1, lambda: threads.append(threading.current_thread().name), backlog=4)
+    lanes = Lanes(schedulers, 1, lambda: threads.append(threading.current_thread().name), backlog=4)
 
     # When the first run is submitted
     lanes.executor.submit(make_run(lanes.job, 99))
@@ -138,10 +138,9 @@ def test_a_lane_takes_the_next_run_on_the_same_thread():
     assert len(threads) == 5 and len(set(threads)) == 1
     assert [run.claim.owner for run, _ in lanes.results] == \
         ["owner-99", "owner-0", "owner-1", "owner-2", "owner-3"]
-    lanes.executor.shutdown()
 
 
-def test_lanes_run_handlers_side_by_side_but_never_more_than_the_capacity():
+def test_lanes_run_handlers_side_by_side_but_never_more_than_the_capacity(schedulers):
     # Given three slots, a backlog of 60 runs, and handlers that count how many run at once;
     # the first three wait for each other, so they must run side by side
     running, peak, calls = [0], [0], [0]
@@ -159,7 +158,7 @@ def test_lanes_run_handlers_side_by_side_but_never_more_than_the_capacity():
         with gate:
             running[0] -= 1
 
-    lanes = Lanes(3, handler, backlog=60)
+    lanes = Lanes(schedulers, 3, handler, backlog=60)
 
     # When three runs start at once
     for n in range(3):
@@ -172,13 +171,12 @@ def test_lanes_run_handlers_side_by_side_but_never_more_than_the_capacity():
     owners = [run.claim.owner for run, _ in lanes.results]
     assert len(owners) == len(set(owners)) == 63
     assert lanes.executor.wait_idle(WAIT) and lanes.executor.free_slots() == 3
-    lanes.executor.shutdown()
 
 
-def test_unfinished_runs_come_with_an_event_set_when_they_are_over():
+def test_unfinished_runs_come_with_an_event_set_when_they_are_over(schedulers):
     # Given a run whose handler waits for a release
-    release = threading.Event()
-    lanes = Lanes(2, lambda: release.wait(WAIT))
+    release = schedulers.event()
+    lanes = Lanes(schedulers, 2, lambda: release.wait(WAIT))
     run = make_run(lanes.job, 1)
     lanes.executor.submit(run)
 
@@ -190,12 +188,11 @@ def test_unfinished_runs_come_with_an_event_set_when_they_are_over():
     release.set()
     assert run.done.wait(WAIT)
     assert lanes.executor.unfinished() == []
-    lanes.executor.shutdown()
 
 
-def test_a_submit_the_pool_refuses_leaves_no_trace():
+def test_a_submit_the_pool_refuses_leaves_no_trace(schedulers):
     # Given an executor whose pool was shut down
-    lanes = Lanes(2, lambda: None)
+    lanes = Lanes(schedulers, 2, lambda: None)
     lanes.executor.shutdown()
 
     # When a run is submitted
@@ -208,11 +205,11 @@ def test_a_submit_the_pool_refuses_leaves_no_trace():
     assert lanes.executor.wait_idle(0)
 
 
-def test_a_run_submitted_while_the_only_lane_records_a_result_starts_at_once():
+def test_a_run_submitted_while_the_only_lane_records_a_result_starts_at_once(schedulers):
     # Given a run whose result takes long to record (a slow backend)
-    recording, release = threading.Event(), threading.Event()
+    recording, release = threading.Event(), schedulers.event()
     started = threading.Event()
-    executor = DefaultJobExecutor()
+    executor = schedulers(DefaultJobExecutor())
 
     def on_done(run: Run, error, duration: float) -> None:
         if run.claim.owner == "owner-1":
@@ -228,10 +225,7 @@ def test_a_run_submitted_while_the_only_lane_records_a_result_starts_at_once():
     executor.submit(make_run(Job("second", IntervalSchedule(60), lambda: started.set()), 2))
 
     # Then it starts on another worker without waiting for that recording
-    try:
-        assert started.wait(WAIT)
-        assert not release.is_set()
-    finally:
-        release.set()
+    assert started.wait(WAIT)
+    assert not release.is_set()
+    release.set()
     assert executor.wait_idle(WAIT)
-    executor.shutdown()

@@ -21,7 +21,7 @@ from pyscheduler import (
     RetryPolicy,
 )
 
-from .helpers import START, step, stepped
+from .helpers import START, step
 
 EVERY = IntervalSchedule(60)
 
@@ -149,11 +149,11 @@ def test_non_callable_handler_is_rejected(handler):
         Job("j", EVERY, handler)
 
 
-def test_a_handler_taking_nothing_runs_under_a_scheduler():
+def test_a_handler_taking_nothing_runs_under_a_scheduler(schedulers):
     # Given a stepped scheduler with a bound method handler that takes no context
     clock = FakeClock(START)
     task = Task()
-    scheduler = stepped(clock)
+    scheduler = schedulers.stepped(clock)
     scheduler.register(Job("bare", IntervalSchedule(1), task.run_bare))
     scheduler.start(background=False)
 
@@ -164,7 +164,6 @@ def test_a_handler_taking_nothing_runs_under_a_scheduler():
     # Then it ran once, successfully
     assert task.seen == ["bare"]
     assert scheduler.get_job("bare").metadata.last_error == ""
-    scheduler.stop()
 
 
 # --- timeout and misfire_grace_time --------------------------------------------------------

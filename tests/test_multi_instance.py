@@ -297,42 +297,39 @@ def test_whole_group_down_coalesces_or_skips_never_bursts(group, grace):
             assert skipped
 
 
-def test_management_from_one_instance_is_seen_by_the_others(group):
+def test_management_from_one_instance_is_seen_by_the_others(group, schedulers):
     # Given two processes running 3 jobs every 0.3 s, and an operator's scheduler
     every, tick = 0.3, 0.2
     args = ("--jobs", 3, "--every", every, "--start-at", aligned(every), "--tick", tick)
     group.spawn(*args)
     group.spawn(*args)
-    operator = Scheduler(RedisBackend.from_url(group.server.url, key_prefix=group.prefix),
-                         config=SchedulerConfig(tick_interval=tick, lock_ttl=2,
-                                                lock_refresh_interval=0.5))
+    operator = schedulers(Scheduler(
+        RedisBackend.from_url(group.server.url, key_prefix=group.prefix),
+        config=SchedulerConfig(tick_interval=tick, lock_ttl=2, lock_refresh_interval=0.5)))
     operator.start()
-    try:
-        group.wait_for(lambda e: e["event"] == "start" and e["job"] == "job-0", "job-0 runs")
+    group.wait_for(lambda e: e["event"] == "start" and e["job"] == "job-0", "job-0 runs")
 
-        # When job-0 is paused, job-1 run now, and job-2 removed
-        operator.pause("job-0")
-        operator.run_now("job-1")
-        operator.remove("job-2")
-        changed_at = time.time()
+    # When job-0 is paused, job-1 run now, and job-2 removed
+    operator.pause("job-0")
+    operator.run_now("job-1")
+    operator.remove("job-2")
+    changed_at = time.time()
 
-        # Then within a tick: job-1 gets a manual run and the others stop running
-        group.wait_for(lambda e: e["event"] == "start" and e["job"] == "job-1"
-                       and e["kind"] == "manual", "job-1's manual run")
-        group.wait_for(lambda e: e["event"] == "start" and e["job"] == "job-1"
-                       and e["t"] > changed_at + 1.5, "job-1 still running later")
-        settled = changed_at + every + tick + 0.3
-        for job in ("job-0", "job-2"):
-            assert [e for e in group.starts(job) if e["t"] > settled] == [], job
-        assert "job-2" not in operator.backend.job_names()
+    # Then within a tick: job-1 gets a manual run and the others stop running
+    group.wait_for(lambda e: e["event"] == "start" and e["job"] == "job-1"
+                   and e["kind"] == "manual", "job-1's manual run")
+    group.wait_for(lambda e: e["event"] == "start" and e["job"] == "job-1"
+                   and e["t"] > changed_at + 1.5, "job-1 still running later")
+    settled = changed_at + every + tick + 0.3
+    for job in ("job-0", "job-2"):
+        assert [e for e in group.starts(job) if e["t"] > settled] == [], job
+    assert "job-2" not in operator.backend.job_names()
 
-        # And resuming job-0 brings it back
-        operator.resume("job-0")
-        resumed_at = time.time()
-        group.wait_for(lambda e: e["event"] == "start" and e["job"] == "job-0"
-                       and e["t"] > resumed_at, "job-0 after resume")
-    finally:
-        operator.stop()
+    # And resuming job-0 brings it back
+    operator.resume("job-0")
+    resumed_at = time.time()
+    group.wait_for(lambda e: e["event"] == "start" and e["job"] == "job-0"
+                   and e["t"] > resumed_at, "job-0 after resume")
 
 
 def test_garbage_under_our_keys_resets_the_job_and_running_goes_on(group):
@@ -353,10 +350,10 @@ def test_garbage_under_our_keys_resets_the_job_and_running_goes_on(group):
                    and e["t"] > broken_at + 0.5, "job-0 unaffected")
 
 
-def test_a_wrong_password_is_a_clear_error_at_start(redis_server_factory):
+def test_a_wrong_password_is_a_clear_error_at_start(redis_server_factory, schedulers):
     server = redis_server_factory(password="right")
     backend = RedisBackend.from_url(f"redis://:wrong@127.0.0.1:{server.port}/0")
-    scheduler = Scheduler(backend)
+    scheduler = schedulers(Scheduler(backend))
     with pytest.raises(BackendUnavailableError) as info:
         scheduler.start()
     assert f"127.0.0.1:{server.port}" in str(info.value)

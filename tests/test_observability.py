@@ -22,7 +22,7 @@ from pyscheduler import (
 )
 from pyscheduler.observability import Logger, SafeHooks
 
-from .helpers import START, step, stepped
+from .helpers import START, step
 
 LEVELS = ["debug", "info", "warning", "error"]
 METRIC_HOOKS = ["job_started", "job_completed", "job_failed", "job_retried", "job_timed_out",
@@ -281,7 +281,7 @@ def test_safe_hooks_reports_each_broken_metric_once(caplog):
     assert "metrics.job_failed" in messages[1]
 
 
-def test_a_raising_metrics_hook_never_stops_a_job(caplog):
+def test_a_raising_metrics_hook_never_stops_a_job(caplog, schedulers):
     # Given a scheduler whose every metrics hook raises
     class AllBroken(NoOpMetrics):
         def __getattribute__(self, name):
@@ -293,7 +293,7 @@ def test_a_raising_metrics_hook_never_stops_a_job(caplog):
 
     clock = FakeClock(START)
     ran = []
-    scheduler = stepped(clock, metrics=AllBroken())
+    scheduler = schedulers.stepped(clock, metrics=AllBroken())
     scheduler.register(Job("steady", IntervalSchedule(1), lambda: ran.append(1)))
     scheduler.start(background=False)
 
@@ -306,4 +306,3 @@ def test_a_raising_metrics_hook_never_stops_a_job(caplog):
     assert ran == [1, 1]
     meta = scheduler.get_job("steady").metadata
     assert meta.run_count == 2 and meta.last_error == "" and meta.failure_count == 0
-    scheduler.stop()

@@ -16,7 +16,7 @@ import pytest
 from pyscheduler import IntervalSchedule, InvalidJobError, Job, Scheduler, SchedulerConfig
 from pyscheduler.job import around_handler
 from pyscheduler.process import ServerProcess, current_server, start_in_workers
-from tests.helpers import step, stepped
+from tests.helpers import step
 
 BOUND = 60.0
 
@@ -32,15 +32,12 @@ def test_a_server_of_unknown_worker_count_counts_as_multi_process():
     assert not ServerProcess("gunicorn", "worker", workers=1).multi_process
 
 
-def test_start_in_workers_starts_at_once_outside_a_pre_fork_master():
+def test_start_in_workers_starts_at_once_outside_a_pre_fork_master(schedulers):
     ran = threading.Event()
-    scheduler = Scheduler(config=SchedulerConfig(tick_interval=0.1))
+    scheduler = schedulers(Scheduler(config=SchedulerConfig(tick_interval=0.1)))
     scheduler.register(Job("job", IntervalSchedule(0.01), ran.set))
-    try:
-        assert start_in_workers(scheduler) is True
-        assert ran.wait(BOUND)
-    finally:
-        scheduler.stop()
+    assert start_in_workers(scheduler) is True
+    assert ran.wait(BOUND)
 
 
 EXITING = textwrap.dedent("""
@@ -80,7 +77,7 @@ def test_stop_at_exit_cancels_running_handlers_when_the_interpreter_exits(tmp_pa
     assert "scheduler stopped" in result.stdout and "still_running=['stubborn']" in result.stdout
 
 
-def test_around_handler_calls_the_handler_inside_the_scope(fake_clock):
+def test_around_handler_calls_the_handler_inside_the_scope(fake_clock, schedulers):
     # Given handlers with and without the context, wrapped by a scope that records its use
     scope: list[str] = []
 
@@ -96,15 +93,12 @@ def test_around_handler_calls_the_handler_inside_the_scope(fake_clock):
     without = around_handler("b", lambda: seen.append("no context"), around)
 
     # When the scheduler runs them
-    scheduler = stepped(fake_clock)
+    scheduler = schedulers.stepped(fake_clock)
     scheduler.register(Job("a", IntervalSchedule(60), with_ctx))
     scheduler.register(Job("b", IntervalSchedule(60), without))
     scheduler.start(background=False)
-    try:
-        fake_clock.advance(60)
-        step(scheduler)
-    finally:
-        scheduler.stop()
+    fake_clock.advance(60)
+    step(scheduler)
 
     # Then each ran once, inside the scope
     assert sorted(map(str, seen)) == ["a", "no context"]

@@ -37,7 +37,7 @@ from pyscheduler import (
     SchedulerStateError,
 )
 from pyscheduler.contrib.flask import EXTENSION_KEY, FlaskScheduler
-from tests.helpers import START, WAIT, step
+from tests.helpers import START, Schedulers, step
 from tests.readme_samples import console_commands, write_sample_files
 
 BOUND = 60.0  # generous upper bound, in seconds, for a subprocess event
@@ -56,19 +56,9 @@ def clock() -> FakeClock:
     return FakeClock(START)
 
 
-@pytest.fixture
-def started():
-    """Stops every scheduler a test started (they are all in this process)."""
-    schedulers = []
-    yield schedulers
-    for scheduler in schedulers:
-        scheduler.stop(timeout=WAIT)
-
-
-def start(ext: FlaskScheduler, app: Flask, started: list) -> object:
-    scheduler = ext.start(app, background=False)
-    started.append(scheduler)
-    return scheduler
+def start(ext: FlaskScheduler, app: Flask, schedulers: Schedulers) -> Scheduler:
+    """Start ``app``'s scheduler for the test to step, stopped at teardown."""
+    return schedulers(ext.start(app, background=False))
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -89,15 +79,13 @@ def test_every_setting_comes_from_app_config():
     assert state.stop_timeout == 7.0 and state.autostart is False
 
 
-def test_defaults_autostart_and_a_stop_timeout_below_gunicorns():
+def test_defaults_autostart_and_a_stop_timeout_below_gunicorns(schedulers):
     app = Flask("defaults")
     ext = FlaskScheduler(app)
-    try:
-        state = app.extensions[EXTENSION_KEY]
-        assert state.autostart is True and state.stop_timeout == 25.0
-        assert ext.scheduler.config == SchedulerConfig.default()
-    finally:
-        ext.stop(timeout=WAIT)
+    schedulers(ext.scheduler)
+    state = app.extensions[EXTENSION_KEY]
+    assert state.autostart is True and state.stop_timeout == 25.0
+    assert ext.scheduler.config == SchedulerConfig.default()
 
 
 @pytest.mark.parametrize("config, key", [
@@ -137,7 +125,7 @@ def test_init_app_twice_is_refused():
 
 # -- decorators -------------------------------------------------------------------------------
 
-def test_jobs_decorated_before_and_after_init_app_both_run_in_an_app_context(clock, started):
+def test_jobs_decorated_before_and_after_init_app_both_run_in_an_app_context(clock, schedulers):
     # Given one job decorated before init_app and one after, both using current_app
     ext = FlaskScheduler(clock=clock)
     runs: list[tuple[str, str]] = []
@@ -154,7 +142,7 @@ def test_jobs_decorated_before_and_after_init_app_both_run_in_an_app_context(clo
         runs.append((ctx.job_name, current_app.config["PYSCHEDULER_KEY_PREFIX"]))
 
     app.config["PYSCHEDULER_KEY_PREFIX"] = "seen-through-current-app"
-    scheduler = start(ext, app, started)
+    scheduler = start(ext, app, schedulers)
 
     # When their first occurrence comes
     clock.advance(60)
@@ -165,10 +153,10 @@ def test_jobs_decorated_before_and_after_init_app_both_run_in_an_app_context(clo
     assert before.__name__ == "before"  # the decorator returns the function itself
 
 
-def test_a_job_decorated_while_the_scheduler_runs_is_stored_at_once(clock, started):
+def test_a_job_decorated_while_the_scheduler_runs_is_stored_at_once(clock, schedulers):
     app = make_app()
     ext = FlaskScheduler(app, clock=clock)
-    scheduler = start(ext, app, started)
+    scheduler = start(ext, app, schedulers)
     runs = []
 
     @ext.every(10, name="late")
@@ -234,7 +222,7 @@ def test_bad_decorations_fail_at_decoration_time_even_without_an_app(decorate, e
 
 # -- several applications ---------------------------------------------------------------------
 
-def test_two_apps_in_one_process_each_run_their_own_scheduler(clock, started):
+def test_two_apps_in_one_process_each_run_their_own_scheduler(clock, schedulers):
     # Given one extension on two applications with different settings
     ext = FlaskScheduler(clock=clock)
     runs: list[str] = []
@@ -255,8 +243,8 @@ def test_two_apps_in_one_process_each_run_their_own_scheduler(clock, started):
     assert two.config.max_concurrent == 2
 
     # When both run an occurrence
-    start(ext, first, started)
-    start(ext, second, started)
+    start(ext, first, schedulers)
+    start(ext, second, schedulers)
     clock.advance(30)
     step(one)
     step(two)
@@ -297,7 +285,7 @@ def test_scheduler_resolution(clock):
 
 # -- handlers ---------------------------------------------------------------------------------
 
-def test_a_failing_handler_is_recorded_as_a_failure(clock, started):
+def test_a_failing_handler_is_recorded_as_a_failure(clock, schedulers):
     app = make_app()
     ext = FlaskScheduler(app, clock=clock)
     contexts = []
@@ -307,7 +295,7 @@ def test_a_failing_handler_is_recorded_as_a_failure(clock, started):
         contexts.append(current_app._get_current_object())
         raise RuntimeError("database is down")
 
-    scheduler = start(ext, app, started)
+    scheduler = start(ext, app, schedulers)
     clock.advance(60)
     step(scheduler)
     assert contexts == [app]
@@ -317,21 +305,18 @@ def test_a_failing_handler_is_recorded_as_a_failure(clock, started):
 
 # -- where it starts --------------------------------------------------------------------------
 
-def test_a_plain_process_starts_at_init_app():
+def test_a_plain_process_starts_at_init_app(schedulers):
     app = make_app(PYSCHEDULER_AUTOSTART=True)
     ext = FlaskScheduler(app)
-    try:
-        with pytest.raises(SchedulerStateError, match="running"):
-            ext.scheduler.start()
-    finally:
-        ext.stop(timeout=WAIT)
+    schedulers(ext.scheduler)
+    with pytest.raises(SchedulerStateError, match="running"):
+        ext.scheduler.start()
 
 
-def test_autostart_false_starts_nothing_until_start():
+def test_autostart_false_starts_nothing_until_start(schedulers):
     app = make_app(PYSCHEDULER_AUTOSTART=False)
     ext = FlaskScheduler(app)
-    scheduler = ext.start()  # would raise if init_app had started it
-    ext.stop(timeout=WAIT)
+    scheduler = schedulers(ext.start())  # would raise if init_app had started it
     assert scheduler is ext.scheduler
 
 
@@ -346,7 +331,7 @@ def flask_command_env(monkeypatch):
 
 
 @pytest.mark.parametrize("args", [["routes"], ["pyscheduler", "jobs"]])
-def test_flask_commands_other_than_run_start_nothing(flask_command_env, args):
+def test_flask_commands_other_than_run_start_nothing(flask_command_env, args, schedulers):
     # Given a real flask command line whose application autostarts
     apps: list[Flask] = []
     ext = FlaskScheduler()
@@ -354,6 +339,7 @@ def test_flask_commands_other_than_run_start_nothing(flask_command_env, args):
     def create_app() -> Flask:
         app = make_app(PYSCHEDULER_AUTOSTART=True)
         ext.init_app(app)
+        schedulers(ext.scheduler_for(app))
         apps.append(app)
         return app
 
@@ -364,7 +350,6 @@ def test_flask_commands_other_than_run_start_nothing(flask_command_env, args):
     # Then its scheduler was not started (starting it now works)
     (app,) = apps
     ext.start(app)
-    ext.stop(app, timeout=WAIT)
 
 
 def run_context(reload: object) -> click.Context:
@@ -383,7 +368,7 @@ def run_context(reload: object) -> click.Context:
     (None, "1", True, True),
 ])
 def test_flask_run_starts_only_in_the_serving_process(flask_command_env, reload, debug,
-                                                      child, starts):
+                                                      child, starts, schedulers):
     if debug:
         flask_command_env.setenv("FLASK_DEBUG", debug)
     if child:
@@ -392,19 +377,17 @@ def test_flask_run_starts_only_in_the_serving_process(flask_command_env, reload,
     ext = FlaskScheduler()
     with run_context(reload):
         ext.init_app(app)
-    try:
-        if starts:
-            with pytest.raises(SchedulerStateError, match="running"):
-                ext.scheduler.start()
-        else:
-            ext.start(app)
-    finally:
-        ext.stop(app, timeout=WAIT)
+    schedulers(ext.scheduler_for(app))
+    if starts:
+        with pytest.raises(SchedulerStateError, match="running"):
+            ext.scheduler.start()
+    else:
+        ext.start(app)
 
 
 # -- the CLI ----------------------------------------------------------------------------------
 
-def test_cli_jobs_lists_the_stored_state(clock, started):
+def test_cli_jobs_lists_the_stored_state(clock, schedulers):
     # Given two jobs, one of which failed on its first run
     app = make_app("shop")
     ext = FlaskScheduler(app, clock=clock)
@@ -417,7 +400,7 @@ def test_cli_jobs_lists_the_stored_state(clock, started):
     def broken() -> None:
         raise ValueError("no such table: orders")
 
-    scheduler = start(ext, app, started)
+    scheduler = start(ext, app, schedulers)
     clock.advance(60)
     step(scheduler)
 
@@ -438,7 +421,7 @@ def test_cli_jobs_lists_the_stored_state(clock, started):
     assert rows["broken"].split()[8] == "1"  # the run count, after two dates of 3 words
 
 
-def test_cli_jobs_reads_the_backend_without_starting_the_scheduler(clock):
+def test_cli_jobs_reads_the_backend_without_starting_the_scheduler(clock, schedulers):
     # Given an application whose scheduler was never started, and a job stored by another
     # scheduler of the group (the same in-memory backend)
     first = make_app("first")
@@ -452,7 +435,8 @@ def test_cli_jobs_reads_the_backend_without_starting_the_scheduler(clock):
     assert result.exit_code == 0, result.output
     assert "not stored yet" in result.output
 
-    peer = Scheduler(ext.scheduler.backend, clock=clock)  # shares the store, as with Redis
+    # a peer sharing the store, as with Redis
+    peer = schedulers(Scheduler(ext.scheduler.backend, clock=clock))
     peer.register(Job("sync", IntervalSchedule(60), sync))
     peer.start(background=False)
     peer.stop()
@@ -463,8 +447,7 @@ def test_cli_jobs_reads_the_backend_without_starting_the_scheduler(clock):
     # Then they show the stored state, and listing started nothing
     assert result.exit_code == 0, result.output
     assert "scheduled" in result.output and "2030-01-01 00:01:00 UTC" in result.output
-    ext.start(background=False)  # would raise had the listing started it
-    ext.stop()
+    schedulers(ext.start(background=False))  # would raise had the listing started it
 
 
 def test_cli_jobs_with_no_jobs():
