@@ -350,6 +350,18 @@ def sentinel_scheduler(group: SentinelGroup, prefix: str, *jobs: Job,
     return scheduler
 
 
+def lease_expiry(client: redis.Redis, key: str) -> float:
+    """When ``key`` expires, as a ``time.monotonic()`` instant: a refresh moves it on."""
+    ttl = client.pttl(key)
+    assert ttl > 0, f"{key} has no TTL ({ttl})"
+    return time.monotonic() + ttl / 1000
+
+
+def wait_for_refresh(client: redis.Redis, key: str, expiry: float, what: str) -> None:
+    """Until ``key`` expires clearly later than ``expiry`` (a refresh, not clock noise)."""
+    wait_until(lambda: lease_expiry(client, key) > expiry + 0.1, what, timeout=WAIT)
+
+
 def master_client(group: SentinelGroup) -> redis.Redis:
     port = group.master_port()
     assert port is not None
@@ -376,10 +388,10 @@ def test_the_lease_refresher_asks_the_next_sentinel_when_one_hangs(sentinel_grou
         try:
             dropped_at = time.monotonic()
             master.client_kill_filter(_type="normal", skipme=True)
-            first = master.pttl("{hang}:lease:long")
+            expiry = lease_expiry(master, "{hang}:lease:long")
             # Then a refresh reaches the master within the lease, through the next sentinel
-            wait_until(lambda: master.pttl("{hang}:lease:long") > first,
-                       "a refresh after the connections dropped", timeout=WAIT)
+            wait_for_refresh(master, "{hang}:lease:long", expiry,
+                             "a refresh after the connections dropped")
             assert time.monotonic() - dropped_at < 5.0
             assert not long.ended.is_set()
         finally:
@@ -430,11 +442,10 @@ def test_a_group_on_sentinel_follows_the_master_through_a_failover(sentinel_grou
         master = group.node(new).client(decode_responses=True)
         try:
             assert master.smembers("{sent}:jobs") == {"tick", "long"}
-            # ...and the long run's lease is refreshed there (its TTL goes back up)
-            first = master.pttl("{sent}:lease:long")
-            assert first > 0
-            wait_until(lambda: master.pttl("{sent}:lease:long") > first,
-                       "a refresh of the long run's lease on the new master", timeout=WAIT)
+            # ...and the long run's lease is refreshed there (its expiry moves on)
+            expiry = lease_expiry(master, "{sent}:lease:long")
+            wait_for_refresh(master, "{sent}:lease:long", expiry,
+                             "a refresh of the long run's lease on the new master")
         finally:
             master.close()
         long.release.set()
