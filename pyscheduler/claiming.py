@@ -407,18 +407,30 @@ class Claimer:
         """Re-create jobs the backend lost (data loss, corrupt state), continuing from what
         this instance last saw so that an occurrence it already ran does not run again."""
         definitions = []
+        now = self.backend_now()
         for entry in entries:
-            definition = job_definition(entry.job, self.clock.now())
+            definition = job_definition(entry.job, now)
             first = definition.first_run_ms
-            if entry.next_run_ms is not None and first is not None:
+            if first is not None:
                 # Never earlier than the next occurrence this instance knew of: it may have
-                # run everything before it. Missed occurrences are not replayed (R15).
-                first = max(first, entry.next_run_ms)
+                # run everything before it (and with none left, a one-time job that ran
+                # stays done). Missed occurrences are not replayed (R15).
+                first = None if entry.next_run_ms is None else max(first, entry.next_run_ms)
             definitions.append(replace(definition, first_run_ms=first))
         self._hooks.log("warning", "backend lost jobs; re-creating them",
                         jobs=[d.name for d in definitions])
         for entry, state in zip(entries, self.backend.register(definitions)):
             self.apply_state(entry, state)
+
+    def learn_backend_clock(self) -> datetime:
+        """Ask the backend for its time (one call), and keep the offset to ours."""
+        now_ms = self.backend.now_ms()
+        self._offset_ms = now_ms - int(self.clock.time() * 1000)
+        return from_ms(now_ms)
+
+    def backend_now(self) -> datetime:
+        """The backend's time, from our clock and the offset learnt last."""
+        return from_ms(self._backend_now_ms())
 
     def _backend_now_ms(self) -> int:
         return int(self.clock.time() * 1000) + self._offset_ms

@@ -175,7 +175,8 @@ class Scheduler:
             started = self._state == _RUNNING
         if started:
             try:
-                (state,) = self.backend.register([job_definition(job, self.clock.now())])
+                (state,) = self.backend.register([job_definition(job,
+                                                                 self._claimer.backend_now())])
             except BaseException:
                 self._index.discard(entry)
                 raise
@@ -271,7 +272,9 @@ class Scheduler:
         with self._mutex:
             entries = self._index.entries()
             ops, self._pending_ops = self._pending_ops, []
-        now = self.clock.now()
+        # First occurrences count from the backend's clock, which decides due-ness: from
+        # this host's, one running fast would skip the occurrences of its lead.
+        now = self._claimer.learn_backend_clock()
         states = self.backend.register([job_definition(e.job, now) for e in entries])
         for entry, state in zip(entries, states):
             self._claimer.apply_state(entry, state)
@@ -442,13 +445,16 @@ class Scheduler:
                 if op in ("pause", "resume"):
                     entry.job.enabled = op == "resume"
                 return
-        due: Optional[DueEntry] = getattr(self.backend, op)(name)
-        if due is None:
+        due: DueEntry = getattr(self.backend, op)(name)
+        if due.missing:
             if entry is None:
                 raise JobNotFoundError(name)
-            self._claimer.rebuild([entry])
+            if due.removed:  # elsewhere, and this instance has not heard yet: never undo it
+                self._claimer.apply_due(entry, due)
+                raise JobNotFoundError(name)
+            self._claimer.rebuild([entry])  # lost with the backend's data: re-created
             due = getattr(self.backend, op)(name)
-        if entry is not None and due is not None:
+        if entry is not None and not due.missing:
             self._claimer.apply_due(entry, due)
         self._wake.set()
 

@@ -326,19 +326,24 @@ class Backend(Protocol):
     def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
         """Give up owned running occurrences so another instance recovers them at once."""
 
-    def pause(self, name: str) -> Optional[DueEntry]:
-        """Take the job out of the due index; ``None`` if unknown."""
+    def pause(self, name: str) -> DueEntry:
+        """Take the job out of the due index.
 
-    def resume(self, name: str) -> Optional[DueEntry]:
-        """Put a paused job back in the due index; ``None`` if unknown."""
+        :returns: its due entry; for a job the backend does not know, a ``missing`` one,
+            ``removed`` when a tombstone says it was removed (the same for :meth:`resume` and
+            :meth:`run_now`).
+        """
+
+    def resume(self, name: str) -> DueEntry:
+        """Put a paused job back in the due index."""
 
     def remove(self, name: str) -> bool:
         """Drop the job and all its state, leaving a tombstone so that the other instances
         drop it too instead of re-creating it; ``False`` if unknown."""
 
-    def run_now(self, name: str) -> Optional[DueEntry]:
+    def run_now(self, name: str) -> DueEntry:
         """Ask for an extra occurrence now, claimed through the usual lease (after the
-        occurrence in flight, if any); ``None`` if unknown."""
+        occurrence in flight, if any)."""
 
     def get_states(self, names: Sequence[str]) -> list[Optional[JobState]]:
         """The stored state of each named job, ``None`` where unknown."""

@@ -160,17 +160,17 @@ class MemoryBackend(Backend):
             self._reindex(record)
         record.version = definition.version
 
-    def pause(self, name: str) -> Optional[DueEntry]:
+    def pause(self, name: str) -> DueEntry:
         return self._update(name, paused=True)
 
-    def resume(self, name: str) -> Optional[DueEntry]:
+    def resume(self, name: str) -> DueEntry:
         return self._update(name, paused=False)
 
-    def _update(self, name: str, *, paused: bool) -> Optional[DueEntry]:
+    def _update(self, name: str, *, paused: bool) -> DueEntry:
         with self._lock:
             record = self._records.get(name)
             if record is None:
-                return None
+                return self._unknown(name)
             record.state.paused = paused
             self._reindex(record)
             return self._due_entry(record)
@@ -183,11 +183,11 @@ class MemoryBackend(Backend):
             self._removed.add(name)
             return True
 
-    def run_now(self, name: str) -> Optional[DueEntry]:
+    def run_now(self, name: str) -> DueEntry:
         with self._lock:
             record = self._records.get(name)
             if record is None:
-                return None
+                return self._unknown(name)
             if record.manual_at_ms is None:
                 record.manual_at_ms = self.now_ms()
             self._reindex(record)

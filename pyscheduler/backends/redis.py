@@ -242,17 +242,17 @@ class RedisBackend(Backend):
             states.append(state)
         return states
 
-    def pause(self, name: str) -> Optional[DueEntry]:
-        return _entry(self._call("set_paused", [name], [name, 1]))
+    def pause(self, name: str) -> DueEntry:
+        return _due_entry(self._call("set_paused", [name], [name, 1]))
 
-    def resume(self, name: str) -> Optional[DueEntry]:
-        return _entry(self._call("set_paused", [name], [name, 0]))
+    def resume(self, name: str) -> DueEntry:
+        return _due_entry(self._call("set_paused", [name], [name, 0]))
 
     def remove(self, name: str) -> bool:
         return bool(self._call("remove", [name], [name]))
 
-    def run_now(self, name: str) -> Optional[DueEntry]:
-        return _entry(self._call("run_now", [name], [name]))
+    def run_now(self, name: str) -> DueEntry:
+        return _due_entry(self._call("run_now", [name], [name]))
 
     def get_states(self, names: Sequence[str]) -> list[Optional[JobState]]:
         if not names:
@@ -454,10 +454,6 @@ def _due_entry(row: list[Any]) -> DueEntry:
     name, due, next_run, missing, removed, superseded = row
     return DueEntry(_text(name), _opt_int(_text(due)), _opt_int(_text(next_run)),
                     missing=bool(missing), removed=bool(removed), superseded=bool(superseded))
-
-
-def _entry(payload: Any) -> Optional[DueEntry]:
-    return _due_entry(payload) if isinstance(payload, list) else None
 
 
 def _text(value: object) -> str:

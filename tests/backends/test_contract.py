@@ -480,11 +480,24 @@ def test_run_now_while_running_is_claimed_after_the_finish(backend):
 
 
 def test_unknown_jobs_in_management_calls(backend):
-    assert backend.run_now("ghost") is None
-    assert backend.pause("ghost") is None
-    assert backend.resume("ghost") is None
+    ghost = DueEntry("ghost", None, None, missing=True, removed=False)
+    assert backend.run_now("ghost") == ghost
+    assert backend.pause("ghost") == ghost
+    assert backend.resume("ghost") == ghost
     assert backend.remove("ghost") is False
     assert backend.get_states(["ghost"]) == [None]
+
+
+def test_management_calls_on_a_removed_job_say_it_was_removed(backend):
+    # So that an instance which has not heard of the removal yet drops the job rather than
+    # taking it for lost and re-creating it.
+    register_due(backend)
+    assert backend.remove("job") is True
+    removed = DueEntry("job", None, None, missing=True, removed=True)
+    assert backend.run_now("job") == removed
+    assert backend.pause("job") == removed
+    assert backend.resume("job") == removed
+    assert backend.job_names() == []
 
 
 def test_pause_and_resume(backend):

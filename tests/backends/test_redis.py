@@ -130,7 +130,7 @@ OPERATIONS = {
     "interrupt": lambda b, states, held: b.interrupt([lease(c) for c in held]),
     "get_states": lambda b, states, held: [
         s is not None for s in b.get_states([s.name for s in states])],
-    "run_now": lambda b, states, held: [b.run_now("job") is not None],
+    "run_now": lambda b, states, held: [not b.run_now("job").missing],
 }
 
 EXPECTED = {
