@@ -170,7 +170,7 @@ def check(events: Sequence[dict[str, Any]], sink: Sequence[dict[str, Any]],
     """Every violation of the rules above, one line each; ``[]`` when the history is good."""
     runs = runs_of(events)
     return (_accepted_once(runs, events, sink, scenario) + _duplicates(runs, events, scenario)
-            + _stale_begins(runs, sink, scenario) + _coverage(runs, scenario)
+            + _stale_begins(runs, sink, scenario) + _coverage(runs, events, scenario)
             + _fences(runs, events) + _overlaps(runs, events, scenario)
             + _early(runs, scenario) + _lag(runs, scenario)
             + _deadlines(runs, events, scenario) + _warnings(events, scenario)
@@ -236,11 +236,14 @@ def _stale_begins(runs: Sequence[Run], sink: Sequence[dict[str, Any]],
     return found
 
 
-def _coverage(runs: Sequence[Run], scenario: Scenario) -> list[str]:
+def _coverage(runs: Sequence[Run], events: Sequence[dict[str, Any]],
+              scenario: Scenario) -> list[str]:
     started: dict[str, set[int]] = defaultdict(set)
     for run in runs:
         started[run.job].add(run.scheduled_ms)
-    busy = _busy_spans(runs, scenario.record_slack)
+    claimed = {(job, fence): at / 1000 for e in events if e["event"] == "claim"
+               for job, _, fence, _, _, at in e["claims"]}
+    busy = _busy_spans(runs, claimed)
     found = []
     start, end = scenario.window
     for spec in scenario.jobs:
@@ -266,10 +269,11 @@ def _coverage(runs: Sequence[Run], scenario: Scenario) -> list[str]:
     return found
 
 
-def _busy_spans(runs: Sequence[Run], slack: float) -> dict[str, list[tuple[float, float, int]]]:
+def _busy_spans(runs: Sequence[Run], claimed: dict[tuple[str, int], float]
+                ) -> dict[str, list[tuple[float, float, int]]]:
     """Per job, the wall-clock spans in which a run held it, as (from, to, occurrence): from
-    the run's start to its end or, if its occurrence was run again (a higher fence), to that
-    next start; and
+    its claim (Redis's ``claimed_at``: a frozen process logs its start late) or start to its
+    end or, if its occurrence was run again (a higher fence), to that next start; and
     for a recovery, from its occurrence's time on (the orphan held the job until its lease
     ran out, whether or not its start made it to the history)."""
     by_occurrence: dict[tuple[str, int], list[Run]] = defaultdict(list)
@@ -282,7 +286,8 @@ def _busy_spans(runs: Sequence[Run], slack: float) -> dict[str, list[tuple[float
             until = min(later)
         else:
             until = INF if run.end is None else run.wall + (run.end - run.start)
-        spans[run.job].append((run.wall, until, run.scheduled_ms))
+        since = min(run.wall, claimed.get((run.job, run.fence), run.wall))
+        spans[run.job].append((since, until, run.scheduled_ms))
         if run.kind == "recovery":
             spans[run.job].append((run.scheduled_ms / 1000, run.wall, run.scheduled_ms))
     return spans
@@ -321,7 +326,8 @@ def _overlaps(runs: Sequence[Run], events: Sequence[dict[str, Any]],
         for i, b in enumerate(job_runs):
             for a in job_runs[:i]:
                 a_end = a.end if a.end is not None else kills.get(a.instance, INF)
-                if a.start <= b.start < a_end and not _explained(a, a.start, a_end, scenario):
+                if a.start <= b.start < a_end and not _explained(a, a.start, a_end, scenario) \
+                        and not _explained(b, b.start, b.end or INF, scenario):
                     found.append(f"overlap: {b} started {b.start - a.start:.3f} s into {a}, "
                                  f"which ran until {_rel(a_end, a.start)}, and no fault "
                                  "explains it")

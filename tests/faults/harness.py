@@ -26,13 +26,20 @@ from .proxy import Proxy
 from .sink import read_log
 from .spec import JobSpec, dump_specs
 
-__all__ = ["BOUND", "RUNS", "Cluster", "Instance", "aligned", "scaled"]
+__all__ = ["BOUND", "LATE_RESULT_BUG", "RUNS", "Cluster", "Instance", "aligned", "scaled"]
 
 ROOT = Path(__file__).resolve().parents[2]
 #: generous upper bound, in seconds, for anything awaited
 BOUND = 60.0
 #: PYSCHEDULER_FAULT_RUNS: repetitions of every scenario; above 1, windows are longer too
 RUNS = max(1, int(os.environ.get("PYSCHEDULER_FAULT_RUNS", "1") or 1))
+
+
+#: A product bug some scenarios run into (their xfail reason): see test_network_faults.py.
+LATE_RESULT_BUG = ("a holder's result that reaches Redis after its lease expired is accepted "
+                   "when nobody took over meanwhile: a run cancelled for its lost lease is "
+                   "then recorded as failed and its occurrence never recovered (the README "
+                   "says a late result is rejected as stale)")
 
 
 def scaled(seconds: float) -> float:

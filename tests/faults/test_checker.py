@@ -267,3 +267,16 @@ def test_occurrences_due_while_an_orphan_holds_its_job_coalesce():
     # The occurrences due meanwhile may be missing, but not run as a burst
     assert history(burst=False).check(window=(T0, T0 + 3), faults=killed) == []
     assert rules(history(burst=True).check(window=(T0, T0 + 3), faults=killed)) == {"coverage"}
+
+
+def test_a_frozen_holder_starting_late_overlaps_the_takeover_by_its_own_fault():
+    # Given a takeover on b, and a's run of the same job, claimed before a froze, whose
+    # start line only made it out after the thaw, during the takeover
+    history = History().ready("a", "b")
+    history.run("b", 0, delay=2.5, length=0.2, attempt=2, kind="recovery")
+    history.run("a", 0, delay=2.6, length=0.05, commit=False, fence=100)
+    (claim,) = [e for e in history.events if e["event"] == "claim" and e["instance"] == "a"]
+    claim["claims"][0][5] = round((T0 + 0.05) * 1000)  # claimed before a froze
+    assert "overlap" in rules(history.check(window=(T0, T0)))
+    frozen = [fault("sigstop", 0.1, 2.55, "a", freezes=True)]
+    assert "overlap" not in rules(history.check(window=(T0, T0), faults=frozen))
