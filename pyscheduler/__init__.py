@@ -6,6 +6,8 @@ Everything public is importable from here.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .backends import Backend, MemoryBackend
 from .clock import Clock, FakeClock, SystemClock
 from .config import SchedulerConfig
@@ -88,6 +90,10 @@ __all__ = [
     "start_in_workers",
     "stop_at_exit",
 ]
+
+
+if TYPE_CHECKING:  # typed for users' mypy, imported lazily at run time
+    from .backends.redis import RedisBackend
 
 
 def __getattr__(name: str) -> object:

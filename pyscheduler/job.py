@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Callable, Collection, Optional, Union
 
 from ._time import Duration, from_ms, to_seconds
-from .backends.base import JobState, definition_version
+from .backends.base import JobState, OccurrenceStatus, definition_version
 from .context import JobContext
 from .errors import InvalidJobError
 from .retry import RetryPolicy
@@ -321,7 +321,7 @@ def _metadata(paused: bool, occurrence_status: str, due_ms: Optional[int], last_
               fence: int) -> JobMetadata:
     if paused:
         status = JobStatus.PAUSED
-    elif occurrence_status == "running":
+    elif occurrence_status == OccurrenceStatus.RUNNING:
         status = JobStatus.RUNNING
     elif due_ms is None and not occurrence_status:
         status = JobStatus.FAILED if last_failed else JobStatus.COMPLETED

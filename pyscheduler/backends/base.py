@@ -58,10 +58,21 @@ __all__ = [
     "Lease",
     "Outcome",
     "OccurrenceKind",
+    "OccurrenceStatus",
     "definition_version",
     "schedule_changed",
     "superseded",
 ]
+
+
+class OccurrenceStatus:
+    """Where the occurrence in flight is (plain strings, stored as such);
+    :attr:`JobState.occurrence_status` is one of these."""
+
+    NONE = ""  #: nothing in flight: the job waits for its next due time
+    RUNNING = "running"  #: claimed; its holder runs it under a lease
+    RETRY_WAIT = "retry_wait"  #: an attempt failed; any instance runs the retry at retry_at
+    INTERRUPTED = "interrupted"  #: handed back at shutdown; any instance recovers it at once
 
 
 class OccurrenceKind:
@@ -139,8 +150,8 @@ class JobState:
     last_success_ms: Optional[int] = None
     last_error: str = ""
     last_duration: Optional[float] = None
-    #: ``running``, ``retry_wait``, ``interrupted`` or ``""`` when nothing is in flight.
-    occurrence_status: str = ""
+    #: an :class:`OccurrenceStatus`: ``running``, ``retry_wait``, ``interrupted`` or ``""``
+    occurrence_status: str = OccurrenceStatus.NONE
     occurrence_scheduled_ms: Optional[int] = None
     occurrence_attempt: int = 0
     #: whether the last settled occurrence failed (after its retries)

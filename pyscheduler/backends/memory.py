@@ -23,6 +23,7 @@ from .base import (
     JobState,
     Lease,
     OccurrenceKind,
+    OccurrenceStatus,
     Outcome,
     schedule_changed,
     superseded,
@@ -30,9 +31,9 @@ from .base import (
 
 __all__ = ["MemoryBackend"]
 
-_RUNNING = "running"
-_RETRY_WAIT = "retry_wait"
-_INTERRUPTED = "interrupted"
+_RUNNING = OccurrenceStatus.RUNNING
+_RETRY_WAIT = OccurrenceStatus.RETRY_WAIT
+_INTERRUPTED = OccurrenceStatus.INTERRUPTED
 
 
 class _Occurrence:
