@@ -35,8 +35,9 @@ from .lock import DistributedLock
 from .observability import Logger, MetricsCollector, NoOpLogger, NoOpMetrics, StandardLogger
 from .process import ServerProcess, current_server, start_in_workers, stop_at_exit
 from .retry import RetryPolicy, RetryStrategy
-from .scheduler import Scheduler, ShutdownReport
+from .scheduler import Scheduler
 from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
+from .shutdown import ShutdownReport
 
 __version__ = "0.1.0"
 

@@ -102,6 +102,40 @@ def _gunicorn_on_stack() -> Optional[ServerProcess]:
     return None
 
 
+def wrong_process_warnings(memory_backend: bool, created_pid: int) -> list[str]:
+    """What to warn about a scheduler started in this process: two set-ups that run a job
+    in the wrong processes without failing anywhere."""
+    warnings = []
+    server = current_server()
+    if server.is_master:
+        warnings.append(f"started in the {server.server} master, which forks the workers "
+                        "later: jobs run in the master only, and each worker's copy of this "
+                        "scheduler runs nothing. Start it with "
+                        "pyscheduler.start_in_workers(scheduler) to run it in every worker")
+    where = ""
+    if memory_backend and server.multi_process:
+        where = f"a {server.server} worker"
+        if server.workers:
+            where += f" (one of {server.workers})"
+    elif memory_backend and os.getpid() != created_pid:
+        where = f"a forked process (built in {created_pid})"
+    if where:
+        warnings.append(f"the in-memory backend keeps jobs in this process only, and this is "
+                        f"{where}: each process runs every job on its own, so every occurrence "
+                        "runs once per process. Share a Redis backend (backend_type='redis', "
+                        "PYSCHEDULER_BACKEND_TYPE=redis) to run it once")
+    return warnings
+
+
+def forked_copy_message(what: str, started_pid: Optional[int]) -> str:
+    """Why ``what`` cannot be done on the copy, in a forked child, of a started scheduler."""
+    return (f"{what}: this scheduler was started in process {started_pid} and this process "
+            f"({os.getpid()}) is a fork of it, where its copy runs no jobs and knows nothing "
+            "current (threads do not survive fork()). Start the scheduler in each worker "
+            "instead, with pyscheduler.start_in_workers(scheduler), or create and start one "
+            "after the fork")
+
+
 def check_threads_enabled() -> None:
     """Raise when this process cannot run a scheduler's threads.
 

@@ -14,7 +14,6 @@ import threading
 import traceback
 import uuid
 import weakref
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Optional, TypeVar
 
@@ -44,32 +43,17 @@ from .observability import (
     SafeHooks,
     StandardLogger,
 )
-from .process import check_threads_enabled, current_server
+from .process import check_threads_enabled, forked_copy_message, wrong_process_warnings
 from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
+from .shutdown import ShutdownReport, wait_for_runs
 
-__all__ = ["Scheduler", "ShutdownReport"]
+__all__ = ["Scheduler"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 _FORKED = "a forked copy"  # of a scheduler started in the parent process
 
-
-
-@dataclass(frozen=True)
-class ShutdownReport:
-    """What :meth:`Scheduler.stop` left behind.
-
-    :ivar still_running: names of jobs whose handlers were still running at the deadline;
-        their tokens were cancelled and their occurrences handed back for recovery.
-    :ivar completed: whether every handler returned before the deadline.
-    """
-
-    still_running: list[str] = field(default_factory=list)
-
-    @property
-    def completed(self) -> bool:
-        return not self.still_running
 
 
 class Scheduler:
@@ -244,29 +228,9 @@ class Scheduler:
         self._warn_about_this_process()
 
     def _warn_about_this_process(self) -> None:
-        # Two set-ups that run a job in the wrong processes without failing anywhere.
-        server = current_server()
-        if server.is_master:
-            self._hooks.log("warning", f"started in the {server.server} master, which forks the "
-                            "workers later: jobs run in the master only, and each worker's "
-                            "copy of this scheduler runs nothing. Start it with "
-                            "pyscheduler.start_in_workers(scheduler) to run it in every worker",
-                            instance=self.instance_id, pid=os.getpid())
-        if not isinstance(self.backend, MemoryBackend):
-            return
-        if server.multi_process:
-            where = f"a {server.server} worker"
-            if server.workers:
-                where += f" (one of {server.workers})"
-        elif os.getpid() != self._created_pid:
-            where = f"a forked process (built in {self._created_pid})"
-        else:
-            return
-        self._hooks.log("warning", f"the in-memory backend keeps jobs in this process only, "
-                        f"and this is {where}: each process runs every job on its own, so "
-                        "every occurrence runs once per process. Share a Redis backend "
-                        "(backend_type='redis', PYSCHEDULER_BACKEND_TYPE=redis) to run it once",
-                        instance=self.instance_id, pid=os.getpid())
+        for warning in wrong_process_warnings(isinstance(self.backend, MemoryBackend),
+                                              self._created_pid):
+            self._hooks.log("warning", warning, instance=self.instance_id, pid=os.getpid())
 
     def _register_all(self) -> None:
         with self._mutex:
@@ -309,11 +273,7 @@ class Scheduler:
                         parent=self._started_pid, instance=self.instance_id)
 
     def _forked_message(self, what: str) -> str:
-        return (f"{what}: this scheduler was started in process {self._started_pid} and this "
-                f"process ({os.getpid()}) is a fork of it, where its copy runs no jobs and "
-                "knows nothing current (threads do not survive fork()). Start the scheduler "
-                "in each worker instead, with pyscheduler.start_in_workers(scheduler), or "
-                "create and start one after the fork")
+        return forked_copy_message(what, self._started_pid)
 
     def _disarm_if_forked(self) -> None:
         # uWSGI forks without Python's at-fork hooks: the pid tells a copy from the original.
@@ -359,7 +319,7 @@ class Scheduler:
             self._tick_thread.join()
         # A worker's claim under way submits its runs: they are waited for.
         self._claimer.wait_for_claims()
-        stuck = self._wait_for_runs(timeout)
+        stuck = wait_for_runs(self.executor, self.clock, timeout)
         handed_back = [run for run in stuck if not run.settled]
         for run in stuck:
             run.settled = True  # whatever it returns now, its occurrence is handed back
@@ -377,23 +337,6 @@ class Scheduler:
         self._hooks.log("info", "scheduler stopped", instance=self.instance_id,
                         still_running=names)
         return ShutdownReport(names)
-
-    def _wait_for_runs(self, timeout: Optional[Duration]) -> list[Run]:
-        seconds = None if timeout is None else to_seconds(timeout, "timeout")
-        deadline = None if seconds is None else self.clock.monotonic() + seconds
-        while True:
-            runs = self.executor.unfinished()
-            pending = [(run, run.done) for run in runs if run.done and not run.done.is_set()]
-            if not pending:
-                return []
-            done = pending[0][1]
-            if deadline is None:
-                done.wait()
-                continue
-            left = deadline - self.clock.monotonic()
-            if left <= 0:
-                return [run for run, _ in pending]
-            self.clock.wait(done, left)
 
     def _hand_back(self, runs: list[Run]) -> None:
         if runs:

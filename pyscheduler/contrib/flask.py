@@ -57,8 +57,9 @@ from ..job import (
 )
 from ..observability import Logger, MetricsCollector
 from ..process import current_server, start_in_workers, stop_at_exit
-from ..scheduler import Scheduler, ShutdownReport
+from ..scheduler import Scheduler
 from ..schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
+from ..shutdown import ShutdownReport
 
 __all__ = ["DEFAULT_STOP_TIMEOUT", "EXTENSION_KEY", "FlaskScheduler"]
 

@@ -18,7 +18,8 @@ from django.db import close_old_connections  # type: ignore[import-untyped]
 
 from ..._time import Duration
 from ...job import Job, around_handler, check_job_options
-from ...scheduler import Scheduler, ShutdownReport
+from ...scheduler import Scheduler
+from ...shutdown import ShutdownReport
 from .conf import DjangoSettings, read_settings
 
 __all__ = ["DjangoScheduler", "scheduler"]
