@@ -263,10 +263,11 @@ def test_the_retry_of_a_handler_that_ignored_its_timeout_waits_for_its_lease(clo
     scheduler.run_pending()
     # Then no retry starts after the backoff, while the handler may still run...
     clock.advance(5)
-    step(scheduler)
+    scheduler.run_pending()
     assert len(recorder.calls) == 1
     # ...and once it failed late, that is only logged; the retry starts when the lease ran out
     release.set()
+    assert scheduler.wait_idle(WAIT)
     clock.advance(30 - 1 - TIMEOUT_GRACE - 5)
     step(scheduler)
     assert [(attempt, kind) for _, _, attempt, _, kind in recorder.calls] == \
