@@ -21,13 +21,10 @@ from .errors import (
     InvalidJobError,
     InvalidScheduleError,
     JobCancelled,
-    JobError,
     JobNotFoundError,
-    JobTimeoutError,
-    LeaseLostError,
-    LockError,
     SchedulerError,
     SchedulerStateError,
+    deprecated_error,
 )
 from .executor import DefaultJobExecutor
 from .job import Job, JobMetadata, JobStatus
@@ -60,13 +57,9 @@ __all__ = [
     "Job",
     "JobCancelled",
     "JobContext",
-    "JobError",
     "JobMetadata",
     "JobNotFoundError",
     "JobStatus",
-    "JobTimeoutError",
-    "LeaseLostError",
-    "LockError",
     "Logger",
     "MemoryBackend",
     "MetricsCollector",
@@ -103,4 +96,7 @@ def __getattr__(name: str) -> object:
         from .backends.redis import RedisBackend
 
         return RedisBackend
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        return deprecated_error(name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -10,13 +10,15 @@ would naturally catch a builtin, the error mixes it in::
      +-- DuplicateJobError                     a Scheduler already has a job of that name
      +-- JobNotFoundError (KeyError)           no job of that name
      +-- SchedulerStateError (RuntimeError)    start() twice, register on a stopped scheduler
-     +-- JobError                              a handler's run failed
-     |    +-- JobTimeoutError (TimeoutError)   ... by outliving its timeout
      +-- BackendError                          the backend failed or holds bad data
-     |    +-- BackendUnavailableError          ... could not be reached
-     |    +-- CorruptStateError                ... stored data not of our form
-     +-- LockError                             lease bookkeeping
-          +-- LeaseLostError                   a lease expired or was taken over
+          +-- BackendUnavailableError          ... could not be reached
+          +-- CorruptStateError                ... stored data not of our form
+
+A handler's own failures are not errors of ours: they are recorded (``last_error``, the
+``job_failed`` metric) and retried per the job's policy; a timeout or a lost lease cancels
+the handler's token (:class:`JobCancelled` from ``ctx.raise_if_cancelled()``).
+``JobError``, ``JobTimeoutError``, ``LockError`` and ``LeaseLostError`` were never raised:
+they are deprecated, and importing one warns.
 
 Control-flow signals are not errors and sit outside the tree: :class:`JobCancelled` (raised by
 ``JobContext.raise_if_cancelled``) derives from ``BaseException`` so that a handler's broad
@@ -24,6 +26,8 @@ Control-flow signals are not errors and sit outside the tree: :class:`JobCancell
 """
 
 from __future__ import annotations
+
+import warnings
 
 __all__ = [
     "BackendError",
@@ -34,11 +38,7 @@ __all__ = [
     "InvalidJobError",
     "InvalidScheduleError",
     "JobCancelled",
-    "JobError",
     "JobNotFoundError",
-    "JobTimeoutError",
-    "LeaseLostError",
-    "LockError",
     "SchedulerError",
     "SchedulerStateError",
 ]
@@ -88,18 +88,6 @@ class SchedulerStateError(SchedulerError, RuntimeError):
     """The scheduler is not in a state that allows the call (e.g. ``start()`` twice)."""
 
 
-class JobError(SchedulerError):
-    """A job's handler failed."""
-
-    def __init__(self, job_name: str, message: str) -> None:
-        super().__init__(f"{job_name}: {message}")
-        self.job_name = job_name
-
-
-class JobTimeoutError(JobError, TimeoutError):
-    """A handler ran past its job's timeout."""
-
-
 class BackendError(SchedulerError):
     """The backend failed, or holds data that is not of our form."""
 
@@ -112,17 +100,52 @@ class CorruptStateError(BackendError):
     """A stored value under our keys is not of our form; the job's state gets reset."""
 
 
-class LockError(SchedulerError):
-    """Lease bookkeeping failed."""
-
-
-class LeaseLostError(LockError):
-    """A lease expired or was taken over by another owner."""
-
-
 class JobCancelled(BaseException):
     """Raised inside a handler by ``JobContext.raise_if_cancelled()`` once its token is cancelled.
 
     It derives from ``BaseException`` so that ``except Exception`` in handler code does not
     swallow the cancellation.
     """
+
+
+# -- deprecated: never raised ---------------------------------------------------------------
+
+
+class _JobError(SchedulerError):
+    def __init__(self, job_name: str, message: str) -> None:
+        super().__init__(f"{job_name}: {message}")
+        self.job_name = job_name
+
+
+class _JobTimeoutError(_JobError, TimeoutError):
+    pass
+
+
+class _LockError(SchedulerError):
+    pass
+
+
+class _LeaseLostError(_LockError):
+    pass
+
+
+_DEPRECATED: dict[str, type[SchedulerError]] = {
+    "JobError": _JobError, "JobTimeoutError": _JobTimeoutError, "LockError": _LockError,
+    "LeaseLostError": _LeaseLostError}
+
+
+def deprecated_error(name: str) -> type[SchedulerError]:
+    """A deprecated error class, with a warning; raises AttributeError for other names."""
+    if name not in _DEPRECATED:
+        raise AttributeError(name)
+    warnings.warn(f"pyscheduler.{name} is never raised and will be removed in 0.3: catch "
+                  "SchedulerError, or JobCancelled inside a handler", DeprecationWarning,
+                  stacklevel=3)
+    return _DEPRECATED[name]
+
+
+def __getattr__(name: str) -> type[SchedulerError]:
+    try:
+        return deprecated_error(name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
