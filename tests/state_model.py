@@ -406,6 +406,13 @@ class Group:
             for instance in self.alive():
                 instance.scheduler.lock.refresh()
 
+    def step_clock(self, instance: Instance, ms: int) -> None:
+        """``instance``'s clock jumps ahead (an NTP step): until its next claim answer, it
+        believes the backend's clock is ``ms`` later than it is."""
+        self.history.add("clock_stepped", instance.name, ms=ms)
+        instance.skew_ms += ms
+        instance.clock.advance(ms / 1000)
+
     def sync_clocks(self) -> None:
         """Redis: move every scheduler's fake clock to Redis's time (plus its skew)."""
         if self._backend_clock is not None:
@@ -530,6 +537,8 @@ class Occurrence:
     status: str = "running"  # running, retry_wait or interrupted
     recoveries: int = 0
     retry_not_before_ms: int = 0
+    #: which run_now request a manual occurrence serves (0 for a regular one)
+    request: int = 0
 
 
 @dataclass
@@ -549,12 +558,13 @@ class JobModel:
     generation_fence: Optional[int] = None
     last_regular_ms: Optional[int] = None
     once_claimed: bool = False
-    #: regular occurrences whose outcome was recorded (kept across wipes, not removals)
-    known_ran: set[int] = field(default_factory=set)
+    #: per instance, the regular occurrences it recorded the outcome of: it knows they ran
+    #: (kept across wipes, not removals)
+    known_ran: dict[str, set[int]] = field(default_factory=dict)
     run_count: int = 0
     failure_count: int = 0
     last_failed: bool = False
-    settled: Counter[tuple[int, int, str]] = field(default_factory=Counter)
+    settled: Counter[tuple[int, int, str, int]] = field(default_factory=Counter)
 
     def forget(self) -> None:
         """The stored state went: a new generation starts when it is created again."""
@@ -581,6 +591,7 @@ class Model:
         self.claimed: dict[tuple[str, int], Any] = {}  # claims whose handler did not start
         self.position = 0
         self.wiped = False
+        self.manual_runs = 0
 
     def catch_up(self) -> None:
         """Check every event recorded since the last call."""
@@ -603,6 +614,9 @@ class Model:
     def _on_advance(self, event: Event) -> None:
         pass
 
+    def _on_clock_stepped(self, event: Event) -> None:
+        pass
+
     def _on_crashed(self, event: Event) -> None:
         self.status[event.instance] = "crashed"
 
@@ -618,8 +632,11 @@ class Model:
     def _on_managed(self, event: Event) -> None:
         job = self.jobs[event.job]
         if event.not_found:
-            assert not job.exists and not event.had_local, (
+            # Unknown here and in the store; or removed elsewhere, and this instance, which
+            # had not heard yet, drops it too.
+            assert not job.exists and (not event.had_local or job.tombstone), (
                 f"{event.op}({event.job!r}) raised JobNotFoundError for a job that exists")
+            job.dropped_by.add(event.instance)
             return
         if event.op == "remove":
             if job.exists:
@@ -638,13 +655,18 @@ class Model:
             job.manual = (event.before_ms, event.after_ms)
 
     def _on_registered(self, event: Event) -> None:
-        for name in event.names:
+        for name, state in zip(event.names, event.states):
             job = self.jobs[name]
             if job.exists:
                 continue
             assert not job.tombstone or event.context == "start", (
                 f"{name!r} was removed, and {event.context}() on {event.instance}, which had "
                 "not seen the removal yet, created it again")
+            # Re-created after a loss: never from an occurrence this instance knows ran.
+            known = job.known_ran.get(event.instance, set())
+            assert state.next_run_ms is None or state.next_run_ms > max(known, default=-1), (
+                f"{event.instance} re-created {name!r} at {state.next_run_ms}, but it recorded "
+                f"the outcome of {max(known)}")
             job.exists = True
             job.tombstone = False
 
@@ -699,8 +721,10 @@ class Model:
                 job.manual = None
             else:
                 self._regular(job, claim, what)
+            self.manual_runs += claim.kind == OccurrenceKind.MANUAL
             job.occ = Occurrence(claim.scheduled_ms, claim.kind, 1, claim.fence, instance,
-                                 claim.claimed_at_ms)
+                                 claim.claimed_at_ms,
+                                 request=self.manual_runs if claim.kind == "manual" else 0)
         else:
             assert occ is not None, f"{what}: no occurrence in flight"
             assert claim.scheduled_ms == occ.scheduled_ms, (
@@ -735,8 +759,6 @@ class Model:
         assert job.last_regular_ms is None or claim.scheduled_ms > job.last_regular_ms, (
             f"{what}: {claim.scheduled_ms} is not after the last regular occurrence "
             f"{job.last_regular_ms}")
-        assert claim.scheduled_ms not in job.known_ran, (
-            f"{what}: occurrence {claim.scheduled_ms} ran already, and the group knew it")
         job.last_regular_ms = claim.scheduled_ms
 
     def _on_started(self, event: Event) -> None:
@@ -767,21 +789,21 @@ class Model:
             return
         assert occ is not None
         job.run_count += 1
-        if event.succeeded:
-            self._settle(job, occ, succeeded=True)
-        elif event.retry_delay_ms is not None:
+        if event.retry_delay_ms is not None and not event.succeeded:
             occ.status = "retry_wait"
             occ.retry_not_before_ms = event.before_ms + event.retry_delay_ms
         else:
-            self._settle(job, occ, succeeded=False)
+            self._settle(job, occ, succeeded=event.succeeded, recorded_by=event.instance)
 
-    def _settle(self, job: JobModel, occ: Occurrence, *, succeeded: bool) -> None:
-        key = (job.generation, occ.scheduled_ms, occ.origin)
+    def _settle(self, job: JobModel, occ: Occurrence, *, succeeded: bool,
+                recorded_by: Optional[str] = None) -> None:
+        # Two run_now requests can ask for the same instant (one while the other runs).
+        key = (job.generation, occ.scheduled_ms, occ.origin, occ.request)
         job.settled[key] += 1
         # At most one outcome per occurrence: a stale one (after a takeover) is rejected.
         assert job.settled[key] == 1, f"occurrence {key} of {job.spec.name!r} settled twice"
-        if occ.origin == OccurrenceKind.REGULAR:
-            job.known_ran.add(occ.scheduled_ms)
+        if occ.origin == OccurrenceKind.REGULAR and recorded_by is not None:
+            job.known_ran.setdefault(recorded_by, set()).add(occ.scheduled_ms)
         if not succeeded:
             job.failure_count += 1
         job.last_failed = not succeeded
