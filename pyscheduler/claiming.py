@@ -320,6 +320,8 @@ class Claimer:
             self._hooks.log("warning", "a cancelled handler returned after its outcome was "
                             "settled; its worker is free again", job=run.job.name,
                             seconds=round(duration, 3))
+        elif self.lock.lost(run.lease):
+            self._leave_for_recovery(run)
         else:
             if run.timed_out:  # it returned within the grace: timed out, whatever it raised
                 error, duration = None, run.job.timeout or duration
@@ -329,6 +331,24 @@ class Claimer:
                 self.outcomes.add(run, outcome)
             else:
                 self.outcomes.report(run, outcome)
+
+    def _leave_for_recovery(self, run: Run) -> None:
+        """A run cancelled for its lost lease: whatever it returned, its result is not
+        recorded — only a run that held its lease to the end counts, and a failure caused by
+        the cancellation is ours, not the handler's. The occurrence is an orphan once the
+        lease has run out in the backend (nobody refreshes it), and is recovered as the next
+        attempt, here or elsewhere, unless another instance took it over already. No backend
+        call is needed, which matters: losing a lease often means the backend is out of
+        reach."""
+        self.lock.forget(run.lease)
+        self._hooks.log("warning", "a run cancelled for its lost lease ended: its result is "
+                        "not recorded, and its occurrence is recovered as the next attempt "
+                        "once the lease has run out", job=run.job.name,
+                        attempt=run.claim.attempt, fence=run.claim.fence)
+        entry = self._index.get(run.job.name)
+        if entry is not None:  # asked at once; the answer says when the lease runs out
+            self._set_due(entry, self._backend_now_ms(), entry.next_run_ms)
+            self.wake.set()
 
     def _settle_timeout(self, run: Run) -> None:
         self._hooks.log("warning", "job timed out and its handler ignores the cancellation: "

@@ -160,6 +160,17 @@ class DistributedLock:
                                 "over or removed", job=outcome.lease.job_name,
                                 fence=outcome.lease.fence)
 
+    def lost(self, lease: Lease) -> bool:
+        """Whether ``lease``, still held here, was declared lost."""
+        with self._mutex:
+            entry = self._held.get(lease.owner)
+            return entry is not None and entry.lost
+
+    def forget(self, lease: Lease) -> None:
+        """Stop keeping ``lease`` (lost: nothing to tell the backend, it runs out there)."""
+        with self._mutex:
+            self._held.pop(lease.owner, None)
+
     def interrupt(self, leases: Sequence[Lease]) -> None:
         """Give up running occurrences (at shutdown) so that another instance recovers them."""
         if not leases:

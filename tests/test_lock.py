@@ -13,7 +13,7 @@ from pyscheduler import IntervalSchedule, Job
 from pyscheduler.backends.memory import MemoryBackend
 from pyscheduler.clock import FakeClock
 
-from .helpers import WAIT, MetricsRecorder, Recorder, stepped
+from .helpers import WAIT, MetricsRecorder, Recorder, Schedulers
 
 
 class Gate:
@@ -55,14 +55,15 @@ class GatedBackend(MemoryBackend):
         return result
 
 
-def running_scheduler(clock: FakeClock, backend: MemoryBackend, **config: Any):
+def running_scheduler(schedulers: Schedulers, clock: FakeClock, backend: MemoryBackend,
+                      **config: Any):
     """A stepped scheduler with one long run in flight; returns it, its recorder, the run's
     release event and its metrics."""
-    release = threading.Event()
+    release = schedulers.event()
     recorder = Recorder(lambda ctx: release.wait(WAIT))
     metrics = MetricsRecorder()
-    scheduler = stepped(clock, backend, lock_ttl=3, lock_refresh_interval=1, metrics=metrics,
-                        **config)
+    scheduler = schedulers.stepped(clock, backend, lock_ttl=3, lock_refresh_interval=1,
+                                   metrics=metrics, **config)
     scheduler.register(Job("j", IntervalSchedule(100), recorder))
     scheduler.start(background=False)
     clock.advance(100)
@@ -82,11 +83,11 @@ def refresh_held_at_gate(scheduler, backend: GatedBackend, clock: FakeClock):
     return gate, refresher
 
 
-def test_a_refresh_that_raced_the_runs_own_finish_loses_nothing(fake_clock, caplog):
+def test_a_refresh_that_raced_the_runs_own_finish_loses_nothing(fake_clock, caplog, schedulers):
     clock = fake_clock
     # Given a refresh that took its snapshot of the held leases and is on its way
     backend = GatedBackend(clock)
-    scheduler, recorder, release, metrics = running_scheduler(clock, backend)
+    scheduler, recorder, release, metrics = running_scheduler(schedulers, clock, backend)
     gate, refresher = refresh_held_at_gate(scheduler, backend, clock)
     # When the run ends and its finish releases the lease before the refresh arrives
     release.set()
@@ -98,14 +99,13 @@ def test_a_refresh_that_raced_the_runs_own_finish_loses_nothing(fake_clock, capl
     assert "lease lost" not in caplog.text
     assert not recorder.contexts[0].cancelled
     assert scheduler.get_job("j").metadata.run_count == 1
-    scheduler.stop()
 
 
-def test_a_refresh_during_the_finish_call_loses_nothing(fake_clock, caplog):
+def test_a_refresh_during_the_finish_call_loses_nothing(fake_clock, caplog, schedulers):
     clock = fake_clock
     # Given a run whose finish is recorded by the backend but not yet answered
     backend = GatedBackend(clock)
-    scheduler, recorder, release, metrics = running_scheduler(clock, backend)
+    scheduler, recorder, release, metrics = running_scheduler(schedulers, clock, backend)
     backend.after_finish = gate = Gate()
     release.set()
     assert gate.reached.wait(WAIT)
@@ -120,11 +120,11 @@ def test_a_refresh_during_the_finish_call_loses_nothing(fake_clock, caplog):
     scheduler.stop()
 
 
-def test_a_lease_taken_over_while_the_refresh_was_on_its_way_is_lost(fake_clock):
+def test_a_lease_taken_over_while_the_refresh_was_on_its_way_is_lost(fake_clock, schedulers):
     clock = fake_clock
     # The counterpart: a run still going whose lease the backend no longer has is lost.
     backend = GatedBackend(clock)
-    scheduler, recorder, release, metrics = running_scheduler(clock, backend)
+    scheduler, recorder, release, metrics = running_scheduler(schedulers, clock, backend)
     gate, refresher = refresh_held_at_gate(scheduler, backend, clock)
     backend.interrupt([scheduler.executor.unfinished()[0].lease])  # as if taken over
     gate.opened.set()
@@ -149,14 +149,15 @@ class StuckRefreshBackend(MemoryBackend):
         return super().refresh(leases, lease_ms)
 
 
-def test_the_local_deadline_cancels_while_a_refresh_call_hangs(fake_clock):
+def test_the_local_deadline_cancels_while_a_refresh_call_hangs(fake_clock, schedulers):
     clock = fake_clock
     # Given a started scheduler (real refresher threads on a fake clock) with a run in flight
     backend = StuckRefreshBackend(clock)
-    release = threading.Event()
+    release = schedulers.event()
     recorder = Recorder(lambda ctx: ctx.token.event.wait(WAIT) and release.wait(WAIT))
     metrics = MetricsRecorder()
-    scheduler = stepped(clock, backend, lock_ttl=3, lock_refresh_interval=1, metrics=metrics)
+    scheduler = schedulers.stepped(clock, backend, lock_ttl=3, lock_refresh_interval=1,
+                                   metrics=metrics)
     scheduler.register(Job("j", IntervalSchedule(100), recorder))
     scheduler.start()
     try:
@@ -178,3 +179,32 @@ def test_the_local_deadline_cancels_while_a_refresh_call_hangs(fake_clock):
         backend.unstick.set()
         release.set()
         scheduler.stop()
+
+
+def test_a_run_cancelled_for_its_lost_lease_is_recovered_not_recorded_failed(fake_clock,
+                                                                           schedulers):
+    # Given a run that stops when its token is cancelled (JobCancelled), and nobody else
+    clock = fake_clock
+    recorder = Recorder(lambda ctx: ctx.attempt == 1 and ctx.token.event.wait(WAIT)
+                        and ctx.raise_if_cancelled())
+    metrics = MetricsRecorder()
+    scheduler = schedulers.stepped(clock, MemoryBackend(clock), lock_ttl=3,
+                                   lock_refresh_interval=1, metrics=metrics)
+    scheduler.register(Job("j", IntervalSchedule(100), recorder))
+    scheduler.start(background=False)
+    clock.advance(100)
+    scheduler.run_pending()
+    assert recorder.started.wait(WAIT)
+    # When its lease is lost (no refresh got through) and it stops
+    clock.advance(3)
+    scheduler.refresh_leases()
+    assert scheduler.wait_idle(WAIT)
+    # Then that is no failure of the job's: nothing is recorded...
+    meta = scheduler.get_job("j").metadata
+    assert meta.failure_count == 0 and meta.last_error == ""
+    assert "job_failed" not in metrics.names()
+    # ...and once the lease has run out, the occurrence is recovered as attempt 2
+    scheduler.run_pending()
+    assert scheduler.wait_idle(WAIT)
+    (_, first_at, _, first_fence, _), (_, at, attempt, fence, kind) = recorder.calls
+    assert (at, attempt, kind) == (first_at, 2, "recovery") and fence > first_fence
