@@ -257,7 +257,8 @@ class Cluster:
 
     def lose_replies(self, name: str, match: bytes, count: int) -> None:
         """Lose the replies to ``name``'s next ``count`` requests containing ``match``, and
-        wait until they were lost. Not a fault that may cost a lease or a run."""
+        wait until they were lost. An ambiguous failure: a claim whose reply was lost is
+        recovered after its lease, a finish whose reply was lost is re-sent (stale)."""
         proxy = self.instances[name].proxy
         at, wall = time.monotonic(), time.time()
         proxy.drop_replies(match, count)
@@ -265,7 +266,7 @@ class Cluster:
         while proxy.drops_left:
             assert time.monotonic() < deadline, "no request to lose the reply of"
             time.sleep(0.02)
-        self._record("lost-reply", at, wall, (name,), explains=False)
+        self._record("lost-reply", at, wall, (name,))
 
     def restart_redis(self) -> None:
         """Restart Redis without persistence: every key is lost."""
