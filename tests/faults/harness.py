@@ -35,7 +35,7 @@ BOUND = 60.0
 RUNS = max(1, int(os.environ.get("PYSCHEDULER_FAULT_RUNS", "1") or 1))
 
 
-#: A product bug some scenarios run into (their xfail reason): see test_network_faults.py.
+#: A product bug the suite found (fixed in e3be6b5), named where a scenario would meet it.
 LATE_RESULT_BUG = ("a holder's result that reaches Redis after its lease expired is accepted "
                    "when nobody took over meanwhile: a run cancelled for its lost lease is "
                    "then recorded as failed and its occurrence never recovered (the README "
