@@ -216,7 +216,7 @@ class RecordingBackend:
                          requests: Sequence[ClaimRequest], lease_ms: int, peek: int
                          ) -> tuple[list[Optional[JobState]], ClaimBatch]:
         before = self._inner.now_ms()
-        states, batch = self._inner.finish_and_claim(  # type: ignore[attr-defined]
+        states, batch = self._inner.finish_and_claim(
             outcomes, instance_id, requests, lease_ms, peek)
         self._finished(outcomes, states, before)
         self._claimed(batch)
