@@ -369,7 +369,7 @@ def _deadlines(runs: Sequence[Run], events: Sequence[dict[str, Any]],
             for job, fence, ok in e["leases"]:
                 if ok:
                     refreshed[(e["instance"], job, fence)].append(e["sent"])
-    ends = _holding_ends(runs, events, scenario)
+    ends = _holding_ends(runs, events, scenario, running=True)
     found = []
     for run in runs:
         key = (run.instance, run.job, run.fence)
@@ -450,10 +450,11 @@ def _kill_times(scenario: Scenario) -> dict[str, float]:
 
 
 def _holding_ends(runs: Sequence[Run], events: Sequence[dict[str, Any]],
-                  scenario: Scenario) -> dict[int, float]:
-    """By ``id(run)``: when each run stopped holding its lease: declared lost, its outcome
-    sent, handed back, or its process killed; failing those, when its handler returned (a
-    handler's return alone does not release the lease: its outcome does)."""
+                  scenario: Scenario, *, running: bool = False) -> dict[int, float]:
+    """By ``id(run)``: when each run let its lease go: declared lost, handed back, its
+    process killed, or its outcome recorded (else: never). With ``running``, when it
+    stopped *running* on it: also when its handler returned or its outcome was sent, even
+    if that call failed (the lease is no longer refreshed, and what it guards is over)."""
     marks: dict[tuple[str, str, int], float] = {}
 
     def mark(instance: str, job: Any, fence: Any, at: float) -> None:
@@ -465,7 +466,7 @@ def _holding_ends(runs: Sequence[Run], events: Sequence[dict[str, Any]],
         if kind == "log" and "lease lost" in e["msg"]:
             fields = e.get("fields", {})
             mark(e["instance"], fields.get("job"), fields.get("fence"), e["mono"])
-        elif kind in ("claim", "finish_call"):
+        elif kind in ("claim", "finish_call") and (running or "error" not in e):
             for job, fence, _ in e.get("finished", ()):
                 mark(e["instance"], job, fence, e["sent"])
         elif kind == "interrupt":
@@ -476,8 +477,8 @@ def _holding_ends(runs: Sequence[Run], events: Sequence[dict[str, Any]],
     for run in runs:
         end = min(marks.get((run.instance, run.job, run.fence), INF),
                   kills.get(run.instance, INF))
-        if end == INF and run.end is not None:
-            end = run.end
+        if running and run.end is not None:
+            end = min(end, run.end)
         ends[id(run)] = end
     return ends
 
