@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .backends import Backend, MemoryBackend
+from .backends.base import InstanceInfo
 from .clock import Clock, FakeClock, SystemClock
 from .config import SchedulerConfig
 from .context import CancellationToken, JobContext, current_job
@@ -51,6 +52,7 @@ __all__ = [
     "DistributedLock",
     "DuplicateJobError",
     "FakeClock",
+    "InstanceInfo",
     "IntervalSchedule",
     "InvalidJobError",
     "InvalidScheduleError",

@@ -121,6 +121,12 @@ class DefaultJobExecutor:
         with self._mutex:
             return self._capacity - len(self._running)
 
+    def running_names(self) -> list[str]:
+        """The names of the jobs whose handlers run now (a timed-out one that ignores its
+        cancellation included), sorted, each once."""
+        with self._mutex:
+            return sorted({run.job.name for run in self._running.values()})
+
     def unfinished(self) -> list[Run]:
         """The runs not done yet (handlers still running, or their results being recorded),
         each with its ``done`` event."""

@@ -15,6 +15,11 @@ cancellation must not wait for that.
 
 A lease whose run has returned is *finishing* from the moment its outcome is handed to the
 backend: a refresh that finds it released meanwhile (by that very finish) is not a loss.
+
+The refresher thread also sends this instance's heartbeat (:meth:`DistributedLock.announce`):
+one backend call per interval, right after the lease refresh, recording the instance as live
+for one lease TTL. A heartbeat that fails is logged and sent again an interval later; it never
+delays a lease refresh's retry nor touches the deadlines.
 """
 
 from __future__ import annotations
@@ -22,9 +27,17 @@ from __future__ import annotations
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from .backends.base import Backend, ClaimBatch, ClaimRequest, JobState, Lease, Outcome
+from .backends.base import (
+    Backend,
+    ClaimBatch,
+    ClaimRequest,
+    InstanceInfo,
+    JobState,
+    Lease,
+    Outcome,
+)
 from .clock import Clock, SystemClock
 from .context import CancellationToken
 from .observability import Logger, MetricsCollector, NoOpMetrics, SafeHooks, StandardLogger
@@ -75,6 +88,8 @@ class DistributedLock:
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._watchdog: Optional[threading.Thread] = None
+        self._describe: Optional[Callable[[], Optional[InstanceInfo]]] = None
+        self._last_heartbeat = 0.0
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -258,6 +273,49 @@ class DistributedLock:
     def _lease_ms(self) -> int:
         return int(self._ttl * 1000)
 
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    def announce(self, describe: Optional[Callable[[], Optional[InstanceInfo]]]) -> None:
+        """Heartbeat ``describe()`` every refresh interval from now on (``None``: stop).
+
+        Each heartbeat records the instance as live for one lease TTL, so that a crashed
+        instance's record expires about when its leases do; ``describe`` returning ``None``
+        skips that beat (a forked copy must not beat for its parent). The first beat is the
+        caller's: :meth:`heartbeat`, once configured.
+        """
+        self._describe = describe
+        self._last_heartbeat = self._clock.monotonic()
+
+    def heartbeat(self) -> Optional[list[InstanceInfo]]:
+        """Send one heartbeat now (one backend call).
+
+        :returns: the live instances, or ``None`` when there is nothing to announce.
+        :raises NotImplementedError: the backend does not keep live instances; or what the
+            backend raises otherwise.
+        """
+        self._last_heartbeat = self._clock.monotonic()
+        describe = self._describe
+        info = None if describe is None else describe()
+        if info is None:
+            return None
+        return self.backend.heartbeat(info, self._lease_ms())
+
+    def heartbeat_due(self) -> float:
+        """One heartbeat step: send one if an interval has passed since the last. It never
+        raises: a failure is logged, and the next interval tries again.
+
+        :returns: seconds until the next step is needed.
+        """
+        if self._describe is None:
+            return self._interval
+        if self._clock.monotonic() - self._last_heartbeat >= self._interval:
+            try:
+                self.heartbeat()
+            except Exception:
+                self._hooks.log("error", "heartbeat failed; the next refresh interval tries "
+                                "again", traceback=traceback.format_exc(limit=3))
+        return max(0.0, self._last_heartbeat + self._interval - self._clock.monotonic())
+
     # -- the refresher thread ----------------------------------------------------------------
 
     def start_refresher(self) -> None:
@@ -307,6 +365,10 @@ class DistributedLock:
                 delay = min(0.05 * 2**min(failures, 6), self._next_step(self._clock.monotonic()))
                 self._hooks.log("error", "lease refresh failed; retrying",
                                 traceback=traceback.format_exc(limit=3))
+            if self._stop.is_set():
+                break
+            # After the leases (never holding up their refresh), and whatever became of it.
+            delay = min(delay, self.heartbeat_due())
             if self._stop.is_set():
                 break
             self._clock.wait(self._wake, delay)

@@ -14,13 +14,15 @@ import threading
 import traceback
 import uuid
 import weakref
+from dataclasses import replace
 from datetime import datetime
 from typing import Callable, Optional, TypeVar
 
-from ._time import Duration, to_seconds
+from ._time import Duration, to_ms, to_seconds
 from .backends.base import (
     Backend,
     DueEntry,
+    InstanceInfo,
 )
 from .backends.memory import MemoryBackend
 from .claiming import Claimer, job_definition
@@ -105,6 +107,7 @@ class Scheduler:
         self._state = _NEW
         self._stopping = False
         self._tick_thread: Optional[threading.Thread] = None
+        self._announced: Optional[InstanceInfo] = None  # what stays the same between heartbeats
         self._new_identity()
 
     def _new_identity(self) -> None:
@@ -254,6 +257,7 @@ class Scheduler:
         claimer.workers_claim = background
         on_free = claimer.claim_for_free_worker if background else self._wake.set
         self.executor.start(cfg.max_concurrent, claimer.on_run_done, self.clock, on_free=on_free)
+        self._announce()
         if not background:
             return
         self.lock.start_refresher()
@@ -287,11 +291,82 @@ class Scheduler:
 
     def refresh_leases(self) -> float:
         """One step of the lease refresher (what its thread does): extend the leases of
-        running jobs if due, cancel those past their local deadline.
+        running jobs if due, cancel those past their local deadline, and send this instance's
+        heartbeat if due.
 
         :returns: seconds until the next step is needed.
         """
-        return self.lock.refresh_due()
+        try:
+            delay = self.lock.refresh_due()
+        finally:
+            beat = self.lock.heartbeat_due()  # whatever became of the refresh; never raises
+        return min(delay, beat)
+
+    # -- live instances ----------------------------------------------------------------------
+
+    def instances(self) -> list[InstanceInfo]:
+        """The group's live instances, sorted by id, fresh from the backend (one call): every
+        started scheduler sharing the backend whose last heartbeat is less than ``lock_ttl``
+        old, this one included.
+
+        A started scheduler heartbeats every ``lock_refresh_interval`` (from the lease
+        refresher's thread, or :meth:`refresh_leases`), with the names of the jobs running
+        there; :meth:`stop` removes its record, and a crashed instance's record expires
+        ``lock_ttl`` after its last heartbeat, about when its leases do.
+
+        :returns: ``[]`` before :meth:`start`, once :meth:`stop` has begun, and after it.
+        :raises NotImplementedError: the backend does not keep live instances (the
+            scheduler said so in a warning at start).
+        :raises SchedulerStateError: this is a forked copy of a started scheduler.
+        """
+        self._check_not_forked("instances()")
+        if self._state != _RUNNING or self._stopping:
+            return []
+        if self._announced is None:
+            raise NotImplementedError(f"{type(self.backend).__name__} does not keep live "
+                                      "instances")
+        return self.backend.instances()
+
+    def _announce(self) -> None:
+        # The first heartbeat, at start; the lease refresher sends the others.
+        self._announced = None
+        if callable(getattr(self.backend, "heartbeat", None)):
+            self._announced = InstanceInfo(
+                self.instance_id, socket.gethostname(), os.getpid(),
+                to_ms(self._claimer.backend_now()), _library_version(),
+                self.config.max_concurrent)
+            self.lock.announce(self._instance_info)
+            try:
+                self.lock.heartbeat()
+                return
+            except NotImplementedError:
+                self._announced = None
+                self.lock.announce(None)
+            except Exception:
+                self._hooks.log("error", "the first heartbeat failed; sent again every "
+                                "lock_refresh_interval", instance=self.instance_id,
+                                traceback=traceback.format_exc(limit=3))
+                return
+        self._hooks.log("warning", "live instances are unavailable on this backend: it does "
+                        "not implement heartbeat(); the jobs run all the same",
+                        backend=type(self.backend).__name__, instance=self.instance_id)
+
+    def _instance_info(self) -> Optional[InstanceInfo]:
+        announced = self._announced
+        if announced is None or announced.pid != os.getpid():
+            return None  # a forked copy: the record is its parent's
+        return replace(announced, running=tuple(self.executor.running_names()))
+
+    def _leave(self) -> None:
+        self.lock.announce(None)
+        if self._announced is None:
+            return
+        try:
+            self.backend.leave(self.instance_id)
+        except Exception:
+            self._hooks.log("error", "could not remove this instance's record while stopping; "
+                            "it expires within lock_ttl", instance=self.instance_id,
+                            traceback=traceback.format_exc(limit=3))
 
     def wait_idle(self, timeout: Optional[Duration] = None) -> bool:
         """Wait until no handler runs and every result is recorded (real time).
@@ -329,6 +404,7 @@ class Scheduler:
         self._best_effort("record the last outcomes", self._claimer.outcomes.flush)
         self._hand_back(handed_back)
         self.lock.stop_refresher()
+        self._leave()
         self.executor.shutdown()
         self._best_effort("close the backend", self.backend.close)
         with self._mutex:
@@ -470,9 +546,19 @@ def _check_backend(backend: object) -> None:
                           "pyscheduler.backends.base.Backend to inherit its defaults")
 
 
+#: Optional: without them, live instances are unavailable (the scheduler says so at start).
+_OPTIONAL_METHODS = frozenset({"heartbeat", "instances", "leave"})
+
 _BACKEND_METHODS = tuple(
     name for name, value in vars(Backend).items()
-    if callable(value) and not name.startswith("_"))
+    if callable(value) and not name.startswith("_") and name not in _OPTIONAL_METHODS)
+
+
+def _library_version() -> str:
+    from . import __version__  # here: pyscheduler/__init__.py imports this module first
+
+    return __version__
+
 
 #: Started schedulers, so that a forked child can disarm its copies of them.
 _STARTED: weakref.WeakSet[Scheduler] = weakref.WeakSet()

@@ -38,6 +38,12 @@ definition never claims the job, and does not write its schedule back.
 
 This is not a queue: a job has at most one occurrence in flight, and its next regular run is
 considered only after that occurrence settled (missed runs are then coalesced or skipped).
+
+*Live instances* are kept beside the jobs, one record per started scheduler
+(:class:`InstanceInfo`): :meth:`Backend.heartbeat` writes it to expire a TTL from the
+backend's now, :meth:`Backend.leave` removes it at a graceful stop, and a crashed instance's
+record simply expires. These methods are optional: their defaults raise
+``NotImplementedError``, and a scheduler on such a backend runs its jobs all the same.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ __all__ = [
     "ClaimBatch",
     "ClaimRequest",
     "DueEntry",
+    "InstanceInfo",
     "JobDefinition",
     "JobState",
     "Lease",
@@ -270,6 +277,35 @@ class Outcome:
     still_running: bool = False
 
 
+@dataclass(frozen=True)
+class InstanceInfo:
+    """One started scheduler of the group, as its last heartbeat recorded it.
+
+    Plain data, stored as JSON; what a backend reads back is checked field by field, since
+    anything may have written it.
+
+    :param instance_id: the scheduler's ``instance_id`` (one record per id).
+    :param host: the host name it runs on.
+    :param pid: its process id on that host.
+    :param started_at_ms: when it started, on the backend's clock (epoch ms).
+    :param library_version: the pyscheduler version it runs.
+    :param max_concurrent: its worker slots.
+    :param running: the names of the jobs whose handlers run there, as of that heartbeat
+        (sorted, each once).
+    :param last_heartbeat_ms: when the backend recorded that heartbeat, on its own clock;
+        ``0`` in what an instance sends (the backend sets it).
+    """
+
+    instance_id: str
+    host: str
+    pid: int
+    started_at_ms: int
+    library_version: str
+    max_concurrent: int
+    running: tuple[str, ...] = ()
+    last_heartbeat_ms: int = 0
+
+
 class Backend(Protocol):
     """The store shared by every scheduler of a group. Implementations are thread-safe."""
 
@@ -361,3 +397,33 @@ class Backend(Protocol):
 
     def job_names(self) -> list[str]:
         """Every job stored in this scheduler group, registered by any instance."""
+
+    def heartbeat(self, info: InstanceInfo, ttl_ms: int) -> list[InstanceInfo]:
+        """Record ``info`` as live until ``ttl_ms`` from the backend's now (replacing this
+        instance's previous record, with ``last_heartbeat_ms`` set to now), and drop the
+        records that expired. One call, however many jobs or instances there are.
+
+        A record is live while its expiry is after the backend's now; a record read back that
+        is not of our form is skipped (and logged), never fatal. The lease refresher's thread
+        makes this call: it must fail fast rather than hang (as :meth:`refresh` must).
+
+        :returns: the live instances, this one included, sorted by ``instance_id``.
+        :raises NotImplementedError: the backend does not keep live instances (the default);
+            the scheduler then says so once and carries on without them.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep live instances")
+
+    def instances(self) -> list[InstanceInfo]:
+        """The live instances, sorted by ``instance_id``; reads only (expired records are
+        left for the next :meth:`heartbeat` to drop, but never returned).
+
+        :raises NotImplementedError: as for :meth:`heartbeat`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep live instances")
+
+    def leave(self, instance_id: str) -> None:
+        """Remove the instance's record (a graceful stop); nothing if there is none.
+
+        :raises NotImplementedError: as for :meth:`heartbeat`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep live instances")

@@ -19,6 +19,7 @@ from .base import (
     ClaimBatch,
     ClaimRequest,
     DueEntry,
+    InstanceInfo,
     JobDefinition,
     JobState,
     Lease,
@@ -109,6 +110,8 @@ class MemoryBackend(Backend):
         self._records: dict[str, _Record] = {}
         self._removed: set[str] = set()
         self._index: list[tuple[int, str]] = []
+        #: live instances: id -> (record, expiry in epoch ms)
+        self._instances: dict[str, tuple[InstanceInfo, int]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryBackend(jobs={len(self._records)})"
@@ -202,6 +205,30 @@ class MemoryBackend(Backend):
     def job_names(self) -> list[str]:
         with self._lock:
             return sorted(self._records)
+
+    # -- live instances ----------------------------------------------------------------------
+
+    def heartbeat(self, info: InstanceInfo, ttl_ms: int) -> list[InstanceInfo]:
+        with self._lock:
+            now = self.now_ms()
+            self._instances[info.instance_id] = (replace(info, last_heartbeat_ms=now),
+                                                 now + max(1, int(ttl_ms)))
+            for instance_id, (_, expires_ms) in list(self._instances.items()):
+                if expires_ms <= now:
+                    del self._instances[instance_id]
+            return self._live(now)
+
+    def instances(self) -> list[InstanceInfo]:
+        with self._lock:
+            return self._live(self.now_ms())
+
+    def leave(self, instance_id: str) -> None:
+        with self._lock:
+            self._instances.pop(instance_id, None)
+
+    def _live(self, now: int) -> list[InstanceInfo]:
+        return [info for _, (info, expires_ms) in sorted(self._instances.items())
+                if expires_ms > now]
 
     # -- claiming ----------------------------------------------------------------------------
 

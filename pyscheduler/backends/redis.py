@@ -22,7 +22,13 @@ key                    type    holds
 ``{pfx}:due``          zset    job name scored by its due time (epoch ms)
 ``{pfx}:jobs``         set     the names of every stored job
 ``{pfx}:removed``      set     tombstones of jobs removed by an operator
+``{pfx}:instances``    zset    live instance ids scored by their record's expiry (epoch ms)
 =====================  ======  ===========================================================
+
+and ``{pfx}:instance:<id>``, a string: that instance's record, an
+:class:`~pyscheduler.backends.base.InstanceInfo` as a JSON object (``v``: ``1``), with a PX
+TTL of the same expiry. The zset decides who is live; the TTL makes a dead instance's record
+go away even when no other instance heartbeats.
 
 A running attempt holds its lease while the lease key still holds its token and the server's
 clock is before ``lease_until``: the key's TTL is Redis's own guarantee that a dead holder's
@@ -34,7 +40,9 @@ jobs reads job keys it derives itself, which the hash tag keeps in the same Clus
 Nothing read from Redis is unpickled or evaluated. A value under these keys that is not of
 our form (another type, a junk field, a lease without TTL) makes the job's state reset: its
 keys are deleted without a tombstone, an error is logged, and the job reads as missing, so
-the schedulers that know it re-create it.
+the schedulers that know it re-create it. An instance record not of our form is skipped
+(logged once per instance id), never evaluated; a value of another type under
+``{pfx}:instances`` is deleted by the next heartbeat, which the instances' heartbeats rebuild.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ from .base import (
     ClaimBatch,
     ClaimRequest,
     DueEntry,
+    InstanceInfo,
     JobDefinition,
     JobState,
     Lease,
@@ -87,7 +96,10 @@ _Arg = Union[str, int]  # a script argument
 _REFRESH_TIMEOUT = 2.0
 
 _SCRIPTS = ("register", "claim", "refresh", "finish", "interrupt", "set_paused", "run_now",
-            "remove", "get_states", "reset")
+            "remove", "get_states", "reset", "heartbeat")
+
+#: Malformed instance records are logged once per instance id, for this many ids at most.
+_REPORTED_MAX = 1_000
 
 #: connection kwargs bound to the pool they came from, not to be copied into another pool
 _POOL_BOUND_KWARGS = ("maint_notifications", "orig_", "himport_registry")
@@ -131,6 +143,9 @@ class RedisBackend(Backend):
         self._job_prefix = f"{tag}:job:"
         self._lease_prefix = f"{tag}:lease:"
         self._common_keys = [f"{tag}:due", f"{tag}:jobs", f"{tag}:removed"]
+        self._instances_key = f"{tag}:instances"
+        self._instance_prefix = f"{tag}:instance:"
+        self._reported: set[str] = set()  # ids of malformed instance records, logged once
         self._scripts = {name: client.register_script(_lua(name)) for name in _SCRIPTS}
 
     @classmethod
@@ -335,6 +350,53 @@ class RedisBackend(Backend):
         released = self._call("interrupt", [lease.job_name for lease in leases], args)
         return [bool(value) for value in released]
 
+    # -- live instances ----------------------------------------------------------------------
+
+    def heartbeat(self, info: InstanceInfo, ttl_ms: int) -> list[InstanceInfo]:
+        """See :meth:`~.base.Backend.heartbeat`; sent through the refresher's bounded client,
+        since the lease refresher's thread sends it."""
+        record = json.dumps(_instance_record(info), sort_keys=True, separators=(",", ":"))
+        return self._instances_script("beat", [info.instance_id, max(1, int(ttl_ms)), record],
+                                      self._refresh_client)
+
+    def instances(self) -> list[InstanceInfo]:
+        return self._instances_script("list", [], self._client)
+
+    def leave(self, instance_id: str) -> None:
+        """See :meth:`~.base.Backend.leave`; through the bounded client, so that a stop
+        never waits on an unreachable Redis longer than a refresh would."""
+        self._instances_script("leave", [instance_id], self._refresh_client)
+
+    def _instances_script(self, mode: str, args: Sequence[_Arg],
+                          client: redis.Redis) -> list[InstanceInfo]:
+        keys = [*self._common_keys, self._instances_key]
+        reply = self._boundary(lambda: self._evalsha(
+            "heartbeat", keys, [mode, self._instance_prefix, *args], client))
+        live, corrupt = _parse_reply(self._address,
+                                     lambda: (list(reply[0][1]), list(reply[1])))
+        for instance_id, why in zip(corrupt[::2], corrupt[1::2]):
+            self._report_instance(_text(instance_id), _text(why))
+        infos = []
+        for member, raw in zip(live[::2], live[1::2]):
+            instance_id = _text(member)
+            try:
+                infos.append(_parse_instance(instance_id, raw))
+            except CorruptStateError as exc:
+                self._report_instance(instance_id, str(exc))
+        return sorted(infos, key=lambda info: info.instance_id)
+
+    def _report_instance(self, instance_id: str, why: str) -> None:
+        if instance_id in self._reported or len(self._reported) >= _REPORTED_MAX:
+            return
+        self._reported.add(instance_id)
+        if not instance_id:
+            logger.error("the instances key in Redis at %s holds a value not of our form (%s); "
+                         "a heartbeat resets it, and the instances' heartbeats rebuild it "
+                         "(logged once)", self._address, why)
+            return
+        logger.warning("the record of instance %r in Redis at %s is not of our form (%s); "
+                       "it is skipped (logged once)", instance_id, self._address, why)
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _call(self, script: str, names: Sequence[str], args: Sequence[_Arg],
@@ -440,6 +502,46 @@ def _parse_state(name: str, raw: Union[bytes, str],
             status, int(scheduled) if in_flight else None, int(attempt) if in_flight else 0,
             _flag(last_failed), description)
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
+
+
+#: The fields of an instance record, with their types (``bool`` is never an ``int`` here).
+_INSTANCE_FIELDS: tuple[tuple[str, type], ...] = (
+    ("instance_id", str), ("host", str), ("pid", int), ("started_at_ms", int),
+    ("library_version", str), ("max_concurrent", int), ("last_heartbeat_ms", int))
+
+
+def _instance_record(info: InstanceInfo) -> dict[str, object]:
+    """What a heartbeat stores, but ``last_heartbeat_ms``, which the script sets."""
+    return {"v": 1, "instance_id": info.instance_id, "host": info.host, "pid": int(info.pid),
+            "started_at_ms": int(info.started_at_ms), "library_version": info.library_version,
+            "max_concurrent": int(info.max_concurrent), "running": list(info.running)}
+
+
+def _parse_instance(instance_id: str, raw: object) -> InstanceInfo:
+    """An :class:`InstanceInfo` from a stored record, checked field by field.
+
+    :raises CorruptStateError: the record is not a JSON object of our form, or names another
+        instance than the member it was found under.
+    """
+    try:
+        if not isinstance(raw, (bytes, str)):
+            raise TypeError(f"a {type(raw).__name__}, not text")
+        values = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        if type(values) is not dict or values.get("v") != 1:
+            raise ValueError("not a JSON object of layout 1")
+        fields = {}
+        for name, kind in _INSTANCE_FIELDS:
+            if type(values.get(name)) is not kind:
+                raise ValueError(f"field {name} is missing or not a {kind.__name__}")
+            fields[name] = values[name]
+        running = values.get("running")
+        if type(running) is not list or not all(type(name) is str for name in running):
+            raise ValueError("field running is not a list of names")
+        if fields["instance_id"] != instance_id:
+            raise ValueError("the record names another instance")
+        return InstanceInfo(running=tuple(running), **fields)
+    except (ValueError, TypeError, RecursionError) as exc:
         raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -18,6 +18,7 @@ from pyscheduler.backends.base import (
     ClaimBatch,
     ClaimRequest,
     DueEntry,
+    InstanceInfo,
     JobDefinition,
     JobState,
     Lease,
@@ -717,3 +718,74 @@ def test_the_retry_of_an_attempt_whose_handler_goes_on_waits_for_its_lease(backe
     claimed = claim_one(backend, regular(other, "o2"))
     (after,) = backend.finish([Outcome(lease_of(claimed), False, "boom", retry_delay_ms=0)])
     assert after is not None and after.due_ms < claimed.claimed_at_ms + claimed.lease_ms
+
+
+# -- live instances ---------------------------------------------------------------------------
+
+
+def instance(instance_id: str, *running: str, **kwargs) -> InstanceInfo:
+    fields = {"host": "hôst-1", "pid": 4321, "started_at_ms": 1_700_000_000_123,
+              "library_version": "9.8.7", "max_concurrent": 3}
+    fields.update(kwargs)
+    return InstanceInfo(instance_id, running=running, **fields)
+
+
+def test_a_heartbeat_records_the_instance_on_the_backends_clock(driver):
+    backend = driver.backend
+    before = backend.now_ms()
+    (live,) = backend.heartbeat(instance("i-1", "a", "b"), LONG)
+    after = backend.now_ms()
+    # What was sent comes back as sent, stamped with the backend's time of the heartbeat
+    assert live == InstanceInfo("i-1", "hôst-1", 4321, 1_700_000_000_123, "9.8.7", 3,
+                                ("a", "b"), live.last_heartbeat_ms)
+    assert before <= live.last_heartbeat_ms <= after
+    # And every instance on the store sees it, without writing anything
+    assert driver.peer().instances() == [live]
+    assert backend.instances() == [live]
+
+
+def test_heartbeats_replace_their_own_record_and_list_everyone_sorted_by_id(driver):
+    backend, peer = driver.backend, driver.peer()
+    backend.heartbeat(instance("i-2", "a"), LONG)
+    peer.heartbeat(instance("i-1"), LONG)
+    live = backend.heartbeat(instance("i-2"), LONG)  # "a" has finished
+    assert [(info.instance_id, info.running) for info in live] == [("i-1", ()), ("i-2", ())]
+    assert peer.instances() == live
+
+
+def test_an_instance_that_stops_heartbeating_expires_after_its_ttl(driver):
+    # Given an instance that heartbeats once with a short TTL, and another that keeps on
+    backend, peer = driver.backend, driver.peer()
+    backend.heartbeat(instance("crashed"), SHORT)
+    peer.heartbeat(instance("alive"), LONG)
+    assert [info.instance_id for info in peer.instances()] == ["alive", "crashed"]
+    # When its TTL has run out on the backend's clock
+    driver.advance_past(SHORT)
+    # Then nobody lists it, reading or heartbeating
+    assert [info.instance_id for info in peer.instances()] == ["alive"]
+    assert [info.instance_id for info in peer.heartbeat(instance("alive"), LONG)] == ["alive"]
+    assert [info.instance_id for info in backend.instances()] == ["alive"]
+
+
+def test_a_heartbeat_sets_the_ttl_anew(driver):
+    # A heartbeat is an upsert whose expiry counts from its own now, never an extension
+    backend = driver.backend
+    backend.heartbeat(instance("i-1"), LONG)
+    backend.heartbeat(instance("i-1"), SHORT)
+    driver.advance_past(SHORT)
+    assert backend.instances() == []
+
+
+def test_leave_removes_the_record_at_once(driver):
+    backend, peer = driver.backend, driver.peer()
+    backend.heartbeat(instance("leaving"), LONG)
+    peer.heartbeat(instance("staying"), LONG)
+    backend.leave("leaving")
+    assert [info.instance_id for info in peer.instances()] == ["staying"]
+    backend.leave("leaving")  # again, or never there: nothing happens
+    backend.leave("unknown")
+    assert [info.instance_id for info in backend.instances()] == ["staying"]
+
+
+def test_no_instances_before_any_heartbeat(backend):
+    assert backend.instances() == []

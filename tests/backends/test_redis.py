@@ -16,7 +16,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pyscheduler.backends import redis_backend_from_config
-from pyscheduler.backends.base import ClaimRequest, DueEntry, JobDefinition, Lease, Outcome
+from pyscheduler.backends.base import (
+    ClaimRequest,
+    DueEntry,
+    InstanceInfo,
+    JobDefinition,
+    Lease,
+    Outcome,
+)
 from pyscheduler.backends.redis import RedisBackend
 from pyscheduler.config import SchedulerConfig
 from pyscheduler.errors import BackendUnavailableError, ConfigError
@@ -471,3 +478,106 @@ def test_finish_and_claim_is_one_round_trip(backend, client):
                                                [request(s) for s in states[5:]], LONG, 0)
     assert None not in finished and len(batch.claims) == 5
     assert script_calls(client) == (evalsha + 1, evals, loads)
+
+
+# -- live instances ---------------------------------------------------------------------------
+
+INSTANCES_KEY = "{pfx}:instances"
+
+
+def info(instance_id: str = "me", *running: str) -> InstanceInfo:
+    return InstanceInfo(instance_id, "host", 123, 1_700_000_000_000, "1.2.3", 4, running)
+
+
+def test_an_instance_record_is_json_with_a_ttl_and_a_zset_entry(backend, client):
+    (live,) = backend.heartbeat(info("me", "jöb"), 5_000)
+    record = json.loads(client.get("{pfx}:instance:me"))
+    assert record == {"v": 1, "instance_id": "me", "host": "host", "pid": 123,
+                      "started_at_ms": 1_700_000_000_000, "library_version": "1.2.3",
+                      "max_concurrent": 4, "running": ["jöb"],
+                      "last_heartbeat_ms": live.last_heartbeat_ms}
+    assert 0 < client.pttl("{pfx}:instance:me") <= 5_000
+    assert client.zscore(INSTANCES_KEY, "me") == live.last_heartbeat_ms + 5_000
+    backend.leave("me")
+    assert client.exists("{pfx}:instance:me", INSTANCES_KEY) == 0
+
+
+def test_a_heartbeat_is_one_script_call_whoever_is_live(backend, client):
+    for n in range(20):
+        backend.heartbeat(info(f"peer-{n:02}"), LONG)
+    evalsha, evals, loads = script_calls(client)
+    assert len(backend.heartbeat(info("me", *(f"job-{n}" for n in range(100))), LONG)) == 21
+    assert script_calls(client) == (evalsha + 1, evals, loads)
+
+
+def test_a_heartbeat_drops_the_expired_records(backend, client):
+    backend.heartbeat(info("gone"), 50)
+    time.sleep(0.1)
+    client.set("{pfx}:instance:gone", "kept past its TTL")  # its zset entry decides
+    assert [i.instance_id for i in backend.heartbeat(info("me"), LONG)] == ["me"]
+    assert client.zrange(INSTANCES_KEY, 0, -1) == ["me"]
+    assert client.exists("{pfx}:instance:gone") == 0
+
+
+def test_a_heartbeat_goes_through_the_bounded_refresh_client(backend, monkeypatch):
+    # It is sent from the lease refresher's thread: it must fail as fast as a refresh does
+    used = []
+    original = backend._evalsha
+    monkeypatch.setattr(backend, "_evalsha", lambda name, keys, args, client: (
+        used.append((name, client)), original(name, keys, args, client))[1])
+    backend.heartbeat(info(), LONG)
+    backend.leave("me")
+    backend.instances()
+    assert used == [("heartbeat", backend._refresh_client), ("heartbeat", backend._refresh_client),
+                    ("heartbeat", backend._client)]
+
+
+GARBAGE = {
+    "not JSON": lambda c, key: c.set(key, "{not json"),
+    "a JSON array": lambda c, key: c.set(key, "[1, 2]"),
+    "another layout": lambda c, key: c.set(key, json.dumps({"v": 2, "instance_id": "ghost"})),
+    "a pid as text": lambda c, key: c.set(key, json.dumps(_record(pid="123"))),
+    "a boolean count": lambda c, key: c.set(key, json.dumps(_record(max_concurrent=True))),
+    "running not names": lambda c, key: c.set(key, json.dumps(_record(running=[1]))),
+    "another instance": lambda c, key: c.set(key, json.dumps(_record(instance_id="other"))),
+    "invalid UTF-8": lambda c, key: c.set(key, b"\xff\xfe"),
+    "deep nesting": lambda c, key: c.set(key, "[" * 100_000 + "]" * 100_000),
+    "a hash": lambda c, key: c.hset(key, "v", "1"),
+}
+
+
+def _record(**changes) -> dict:
+    record = {"v": 1, "instance_id": "ghost", "host": "h", "pid": 1, "started_at_ms": 1,
+              "library_version": "1", "max_concurrent": 1, "running": [],
+              "last_heartbeat_ms": 1}
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize("garbage", GARBAGE.values(), ids=GARBAGE.keys())
+def test_garbage_under_an_instance_key_is_skipped_and_logged_once(backend, redis_server,
+                                                                  caplog, garbage):
+    # Given a live-looking zset entry whose record is not of our form
+    raw = redis_server.client()
+    garbage(raw, "{pfx}:instance:ghost")
+    raw.zadd(INSTANCES_KEY, {"ghost": 2**52})
+    # When instances heartbeat and read, twice
+    with caplog.at_level(logging.WARNING, logger="pyscheduler.redis"):
+        for _ in range(2):
+            assert [i.instance_id for i in backend.heartbeat(info(), LONG)] == ["me"]
+            assert [i.instance_id for i in backend.instances()] == ["me"]
+    raw.close()
+    # Then the record was skipped, never fatal, and logged once
+    assert caplog.text.count("'ghost'") == 1
+    assert "not of our form" in caplog.text
+
+
+def test_a_foreign_value_under_the_instances_key_is_reset_by_a_heartbeat(backend, client,
+                                                                        caplog):
+    client.set(INSTANCES_KEY, "not a zset")
+    with caplog.at_level(logging.ERROR, logger="pyscheduler.redis"):
+        assert backend.instances() == []  # reading writes nothing
+        assert client.type(INSTANCES_KEY) == "string"
+        assert [i.instance_id for i in backend.heartbeat(info(), LONG)] == ["me"]
+    assert client.type(INSTANCES_KEY) == "zset"
+    assert caplog.text.count("not of our form") == 1
