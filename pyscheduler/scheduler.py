@@ -14,7 +14,6 @@ import threading
 import traceback
 import uuid
 import weakref
-from dataclasses import replace
 from datetime import datetime
 from typing import Callable, Optional, TypeVar
 
@@ -23,6 +22,7 @@ from .backends.base import (
     Backend,
     DueEntry,
     InstanceInfo,
+    missing_methods,
 )
 from .backends.memory import MemoryBackend
 from .claiming import Claimer, job_definition
@@ -45,6 +45,7 @@ from .observability import (
     SafeHooks,
     StandardLogger,
 )
+from .presence import Presence
 from .process import check_threads_enabled, forked_copy_message, wrong_process_warnings
 from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
 from .shutdown import ShutdownReport, wait_for_runs
@@ -91,7 +92,11 @@ class Scheduler:
             backend = lock.backend if lock is not None else MemoryBackend(self.clock)
         if lock is not None and lock.backend is not backend:
             raise ConfigError("lock", "the lock must use the scheduler's backend")
-        _check_backend(backend)
+        missing = missing_methods(backend)
+        if missing:
+            raise ConfigError("backend", f"{type(backend).__name__} lacks {', '.join(missing)} "
+                              "of the Backend contract; subclass "
+                              "pyscheduler.backends.base.Backend to inherit its defaults")
         self.backend: Backend = backend
         self.executor = executor or DefaultJobExecutor(logger, metrics)
         self.lock = lock or DistributedLock(backend, logger, metrics)
@@ -107,7 +112,7 @@ class Scheduler:
         self._state = _NEW
         self._stopping = False
         self._tick_thread: Optional[threading.Thread] = None
-        self._announced: Optional[InstanceInfo] = None  # what stays the same between heartbeats
+        self._presence = Presence(backend, self.lock, self.executor, self._hooks)
         self._new_identity()
 
     def _new_identity(self) -> None:
@@ -257,7 +262,8 @@ class Scheduler:
         claimer.workers_claim = background
         on_free = claimer.claim_for_free_worker if background else self._wake.set
         self.executor.start(cfg.max_concurrent, claimer.on_run_done, self.clock, on_free=on_free)
-        self._announce()
+        self._presence.announce(self.instance_id, to_ms(self._claimer.backend_now()),
+                                self.config.max_concurrent)
         if not background:
             return
         self.lock.start_refresher()
@@ -322,51 +328,11 @@ class Scheduler:
         self._check_not_forked("instances()")
         if self._state != _RUNNING or self._stopping:
             return []
-        if self._announced is None:
+        if not self._presence.announced:
             raise NotImplementedError(f"{type(self.backend).__name__} does not keep live "
                                       "instances")
         return self.backend.instances()
 
-    def _announce(self) -> None:
-        # The first heartbeat, at start; the lease refresher sends the others.
-        self._announced = None
-        if callable(getattr(self.backend, "heartbeat", None)):
-            self._announced = InstanceInfo(
-                self.instance_id, socket.gethostname(), os.getpid(),
-                to_ms(self._claimer.backend_now()), _library_version(),
-                self.config.max_concurrent)
-            self.lock.announce(self._instance_info)
-            try:
-                self.lock.heartbeat()
-                return
-            except NotImplementedError:
-                self._announced = None
-                self.lock.announce(None)
-            except Exception:
-                self._hooks.log("error", "the first heartbeat failed; sent again every "
-                                "lock_refresh_interval", instance=self.instance_id,
-                                traceback=traceback.format_exc(limit=3))
-                return
-        self._hooks.log("warning", "live instances are unavailable on this backend: it does "
-                        "not implement heartbeat(); the jobs run all the same",
-                        backend=type(self.backend).__name__, instance=self.instance_id)
-
-    def _instance_info(self) -> Optional[InstanceInfo]:
-        announced = self._announced
-        if announced is None or announced.pid != os.getpid():
-            return None  # a forked copy: the record is its parent's
-        return replace(announced, running=tuple(self.executor.running_names()))
-
-    def _leave(self) -> None:
-        self.lock.announce(None)
-        if self._announced is None:
-            return
-        try:
-            self.backend.leave(self.instance_id)
-        except Exception:
-            self._hooks.log("error", "could not remove this instance's record while stopping; "
-                            "it expires within lock_ttl", instance=self.instance_id,
-                            traceback=traceback.format_exc(limit=3))
 
     def wait_idle(self, timeout: Optional[Duration] = None) -> bool:
         """Wait until no handler runs and every result is recorded (real time).
@@ -404,7 +370,7 @@ class Scheduler:
         self._best_effort("record the last outcomes", self._claimer.outcomes.flush)
         self._hand_back(handed_back)
         self.lock.stop_refresher()
-        self._leave()
+        self._presence.leave(self.instance_id)
         self.executor.shutdown()
         self._best_effort("close the backend", self.backend.close)
         with self._mutex:
@@ -534,30 +500,6 @@ class Scheduler:
         if self._state != _RUNNING:
             raise SchedulerStateError("run_pending() needs a started scheduler")
         return self._claimer.step()
-
-
-def _check_backend(backend: object) -> None:
-    # A backend is structural (a Protocol): one written before finish_and_claim joined the
-    # contract would fail at its first finished run rather than here.
-    missing = [name for name in _BACKEND_METHODS if not callable(getattr(backend, name, None))]
-    if missing:
-        raise ConfigError("backend", f"{type(backend).__name__} lacks {', '.join(missing)} "
-                          "of the Backend contract; subclass "
-                          "pyscheduler.backends.base.Backend to inherit its defaults")
-
-
-#: Optional: without them, live instances are unavailable (the scheduler says so at start).
-_OPTIONAL_METHODS = frozenset({"heartbeat", "instances", "leave"})
-
-_BACKEND_METHODS = tuple(
-    name for name, value in vars(Backend).items()
-    if callable(value) and not name.startswith("_") and name not in _OPTIONAL_METHODS)
-
-
-def _library_version() -> str:
-    from . import __version__  # here: pyscheduler/__init__.py imports this module first
-
-    return __version__
 
 
 #: Started schedulers, so that a forked child can disarm its copies of them.

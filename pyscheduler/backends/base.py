@@ -67,6 +67,7 @@ __all__ = [
     "OccurrenceKind",
     "OccurrenceStatus",
     "definition_version",
+    "missing_methods",
     "schedule_changed",
     "superseded",
 ]
@@ -427,3 +428,18 @@ class Backend(Protocol):
         :raises NotImplementedError: as for :meth:`heartbeat`.
         """
         raise NotImplementedError(f"{type(self).__name__} does not keep live instances")
+
+
+#: Optional: without them, live instances are unavailable (the scheduler says so at start).
+OPTIONAL_METHODS = frozenset({"heartbeat", "instances", "leave"})
+
+
+def missing_methods(backend: object) -> list[str]:
+    """The required methods of the contract that ``backend`` lacks.
+
+    A backend is structural (a Protocol): one written before a method joined the contract
+    (``finish_and_claim``) would otherwise fail at its first use rather than up front.
+    """
+    required = [name for name, value in vars(Backend).items()
+                if callable(value) and not name.startswith("_") and name not in OPTIONAL_METHODS]
+    return [name for name in required if not callable(getattr(backend, name, None))]
