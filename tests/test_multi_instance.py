@@ -168,7 +168,7 @@ def test_kill_9_of_the_holder_is_recovered_as_attempt_2_after_the_lease(group):
     assert recovered["t"] - start["t"] >= 1.0  # not before the lease could have expired
 
 
-def test_sigstop_past_the_lease_means_takeover_and_a_rejected_stale_finish(group):
+def test_sigstop_past_the_lease_means_takeover_and_the_thawed_result_is_not_recorded(group):
     # Given two processes and a long job (2 s leases)
     long_at = time.time() + 1.0
     args = ("--long-job", "long", "--long-at", long_at, "--long-seconds", 8,
@@ -185,12 +185,13 @@ def test_sigstop_past_the_lease_means_takeover_and_a_rejected_stale_finish(group
 
     # Then the other process took over with a higher fence...
     assert takeover["pid"] != holder.pid and takeover["fence"] > start["fence"]
-    # ...the thawed holder's token was cancelled, and its finish was rejected as stale
+    # ...the thawed holder's token was cancelled, and its result was not recorded (a run
+    # whose lease was lost never is: the takeover's is the occurrence's)
     (end,) = group.wait_for(lambda e: e["event"] == "end" and e["pid"] == holder.pid,
                             "the old holder's end")
     assert end["completed"] is False and "lease lost" in end["reason"]
     group.wait_for(lambda e: e["event"] == "log" and e["pid"] == holder.pid
-                   and "stale completion" in e["msg"], "the stale completion")
+                   and "result is not recorded" in e["msg"], "the dropped result")
 
 
 def test_sigstop_shorter_than_the_refresh_margin_changes_nothing(group):

@@ -50,7 +50,8 @@ class HistoryLogger(NoOpLogger):
         self._history = history
 
     def warning(self, msg: str, fields: Any = None) -> None:
-        if "stale completion" in msg or "lease lost" in msg or "skipped" in msg:
+        if any(part in msg for part in ("stale completion", "lease lost", "lost lease",
+                                        "skipped")):
             self._history.write("log", msg=msg, job=(fields or {}).get("job"))
 
     def error(self, msg: str, fields: Any = None) -> None:
