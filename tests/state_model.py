@@ -274,18 +274,22 @@ class Group:
         client for Redis).
     :param backend_clock: the memory backend's clock, or ``None`` for Redis.
     :param wipe: empties the store (Redis ``FLUSHALL``), or ``None`` where that cannot be done.
+    :param cleanup: called last by :meth:`close`.
     """
 
     def __init__(self, timing: Timing, make_backend: Callable[[], Backend],
                  backend_clock: Optional[FakeClock], t0_ms: int,
-                 wipe: Optional[Callable[[], None]] = None) -> None:
+                 wipe: Optional[Callable[[], None]] = None,
+                 cleanup: Callable[[], None] = lambda: None) -> None:
+        self._cleanup = cleanup
         self.timing = timing
         self.history = History()
         self.specs = job_specs(timing)
         self.t0_ms = t0_ms
         self._make_backend = make_backend
         self._backend_clock = backend_clock
-        self._observer = make_backend()
+        #: the test's own client of the store, for reading it (never a scheduler's)
+        self.observer = make_backend()
         self._wipe = wipe
         self.instances: list[Instance] = []
         self.live: dict[tuple[str, int], LiveRun] = {}
@@ -301,10 +305,6 @@ class Group:
             self._refresher.start()
 
     @property
-    def is_redis(self) -> bool:
-        return self._backend_clock is None
-
-    @property
     def deterministic(self) -> bool:
         """Whether a step's effect depends on the test alone, not on real time."""
         return self._backend_clock is not None
@@ -314,7 +314,7 @@ class Group:
         return self._wipe is not None
 
     def now_ms(self) -> int:
-        return self._observer.now_ms()
+        return self.observer.now_ms()
 
     def alive(self) -> list[Instance]:
         return [i for i in self.instances if i.status == "alive"]
@@ -340,9 +340,9 @@ class Group:
         instance = Instance(name, scheduler, clock, skew_ms)
         self.history.add("instance_started", name, skew_ms=skew_ms)
         self.context = "start"
-        scheduler.start(background=False)
         with self._alive_lock:
-            self.instances.append(instance)
+            self.instances.append(instance)  # first: close() stops it even if start fails
+        scheduler.start(background=False)
         return instance
 
     def _job(self, instance: str, spec: JobSpec) -> Job:
@@ -367,7 +367,7 @@ class Group:
             self.live[(ctx.job_name, ctx.fencing_token)] = run
         self.history.add("started", instance, job=ctx.job_name, fence=ctx.fencing_token,
                          scheduled_ms=to_ms(ctx.scheduled_at), attempt=ctx.attempt,
-                         occ_kind=ctx.kind, backend_now_ms=self._observer.now_ms())
+                         occ_kind=ctx.kind, backend_now_ms=self.observer.now_ms())
         released = run.release.wait(HANDLER_LIMIT)
         with self._live_lock:
             self.live.pop((ctx.job_name, ctx.fencing_token), None)
@@ -493,18 +493,19 @@ class Group:
         self._refresher_stop.set()
         if self._refresher is not None:
             self._refresher.join(WAIT)
-        for run in self.live_runs():
-            run.release.set()
         errors = []
-        for instance in self.instances:
-            try:
-                instance.scheduler.stop(timeout=WAIT)
-            except Exception as exc:  # a wiped or closed backend must not leak the others
-                errors.append(exc)
-        self.history.wait_for(lambda: not self.live, "every handler to return")
-        close = getattr(self._observer, "close", None)
-        if close is not None:
-            close()
+        try:
+            for run in self.live_runs():
+                run.release.set()
+            for instance in self.instances:
+                try:
+                    instance.scheduler.stop(timeout=WAIT)
+                except Exception as exc:  # one failed stop must not leak the others
+                    errors.append(exc)
+            self.history.wait_for(lambda: not self.live, "every handler to return")
+        finally:
+            self.observer.close()
+            self._cleanup()
         if errors:
             raise errors[0]
 
@@ -669,6 +670,8 @@ class Model:
                 f"the outcome of {max(known)}")
             job.exists = True
             job.tombstone = False
+            # A once job that ran is created done by an instance that knows it ran.
+            job.once_claimed = job.spec.period_ms is None and state.next_run_ms is None
 
     # -- what the scheduler did --------------------------------------------------------------
 
@@ -847,7 +850,7 @@ class Model:
             jobs = instance.scheduler.jobs()
             names = [j.name for j in jobs]
             assert names == sorted(names), f"{instance.name}: jobs() not sorted: {names}"
-            states = dict(zip(names, self.group._observer.get_states(names)))
+            states = dict(zip(names, self.group.observer.get_states(names)))
             for listed in jobs:
                 job = self.jobs[listed.name]
                 assert instance.name not in job.dropped_by, (
@@ -877,7 +880,7 @@ class Model:
         if self.wiped:
             return
         expected = sorted(name for name, job in self.jobs.items() if job.exists)
-        assert sorted(self.group._observer.job_names()) == expected
+        assert sorted(self.group.observer.job_names()) == expected
 
     def active_jobs(self) -> list[JobModel]:
         """Jobs that should run: stored, not paused, and registered on a live instance."""
@@ -893,7 +896,7 @@ class Model:
     def check_liveness(self, since_ms: int) -> None:
         """Nothing due by ``since_ms`` is left waiting, and nothing is stuck in flight."""
         jobs = self.active_jobs()
-        states = self.group._observer.get_states([job.spec.name for job in jobs])
+        states = self.group.observer.get_states([job.spec.name for job in jobs])
         for job, state in zip(jobs, states):
             name = job.spec.name
             assert state is not None, f"{name!r} is registered on a live instance, not stored"

@@ -1,10 +1,11 @@
 """A stateful property test: a few schedulers on one store, driven step by step (issue #9).
 
-Hypothesis picks a sequence of steps — tick an instance, advance time, let a handler succeed
-or fail, crash an instance (abandon it mid-run, like ``kill -9``), stop one gracefully, start
-a new one, let a crashed instance's handler return late (a frozen process that resumes),
-pause, resume, run now, remove, and, on Redis, ``FLUSHALL`` — and after every step the
-:class:`~tests.state_model.Model` replays what happened and checks it:
+Hypothesis picks a sequence of steps — tick an instance, advance time, step an instance's
+clock ahead, let a handler succeed or fail, crash an instance (abandon it mid-run, like
+``kill -9``), stop one gracefully, start a new one, let a crashed instance's handler return
+late (a frozen process that resumes), pause, resume, run now, remove, and, on Redis,
+``FLUSHALL`` — and after every step the :class:`~tests.state_model.Model` replays what
+happened and checks it:
 
 - each occurrence settles at most once; an outcome is accepted exactly when its attempt
   still holds the occurrence (a late or taken-over one is rejected);
@@ -14,9 +15,12 @@ pause, resume, run now, remove, and, on Redis, ``FLUSHALL`` — and after every 
 - a retry follows an accepted failure, after its delay; a recovery follows a crash or a
   hand-back, after the lease could run out, at most ``max(1, max_retries)`` times, and only
   then is the occurrence abandoned;
-- nothing is claimed while paused or after its removal (a claim already made runs on),
-  nothing runs before its ``scheduled_at`` by the backend's clock, a regular occurrence is
-  one of its schedule, later than the previous one, and never one the group knew ran;
+- nothing is claimed while paused or after its removal (a claim already made runs on), and
+  a removal is not undone by a peer that has not heard of it yet;
+- nothing runs before its ``scheduled_at`` by the backend's clock, even from an instance
+  whose clock jumped ahead; a regular occurrence is one of its schedule and later than the
+  previous one, and a job re-created after a loss never restarts from an occurrence the
+  re-creating instance knows ran;
 - a manual run happens only when asked for, scheduled when it was asked;
 - ``jobs()`` and ``get_job()`` on every live instance report the status, ``run_count``,
   ``failure_count`` and fence the model expects;
@@ -25,9 +29,15 @@ and at the end, after time passed and every instance ticked enough, that nothing
 left waiting: every occurrence due on a job that is not paused ran, every ``run_now`` ran,
 and nothing stays in flight.
 
-The example counts are CI-sized and the runs derandomized. For a long run set
-``PYSCHEDULER_STATE_EXAMPLES`` (e.g. ``=2000``): the memory variant then runs that many
-examples and the Redis one a quarter as many, with fresh randomness each time.
+The memory backend is on a :class:`~pyscheduler.FakeClock`: every step is deterministic.
+Redis decides by its own clock, which cannot be moved, so its variant scales the durations
+down (a 300 ms lease), "advance" waits for Redis's clock, and a crash is found out when the
+lease really runs out; see :mod:`tests.state_model`.
+
+The example counts are CI-sized (about 30 s for the file) and the runs derandomized, so CI
+runs the same cases every time. For a long run set ``PYSCHEDULER_STATE_EXAMPLES``, e.g.
+``PYSCHEDULER_STATE_EXAMPLES=3000 pytest tests/test_state_machine.py``: the memory variant
+then runs that many examples and the Redis one a quarter as many, with fresh randomness.
 """
 
 from __future__ import annotations
@@ -88,7 +98,7 @@ def _settings(default: int, share: int) -> settings:
 
 
 MEMORY_SETTINGS = _settings(300, 1)
-REDIS_SETTINGS = _settings(15, 4)
+REDIS_SETTINGS = _settings(25, 4)
 
 
 class GroupMachine(RuleBasedStateMachine):
@@ -195,6 +205,25 @@ class GroupMachine(RuleBasedStateMachine):
         self.clean = False
         self.group.crash(self._holder(data))
 
+    @precondition(lambda self: len(self.group.alive()) >= 2 and self._some_runs(alive=True))
+    @rule(data=st.data(), fail=st.booleans())
+    def frozen_past_its_lease(self, data: st.DataObject, fail: bool) -> None:
+        """An instance freezes (a GC pause, ``SIGSTOP``) past its lease: the others take its
+        occurrences over, then its handler returns, late. One step for what the rules above
+        do in four, so that the Redis variant's few cases meet it too; the instance then
+        counts as crashed."""
+        self.clean = False
+        group = self.group
+        holder = self._holder(data)
+        runs = group.live_runs(holder.name)
+        group.crash(holder)
+        group.advance(group.timing.lease + group.timing.unit_ms)
+        for instance in group.alive():
+            group.tick(instance)
+        run = self._pick(data, runs, "run")
+        if run is not None:
+            group.finish(run, fail)
+
     @precondition(lambda self: len(self.group.alive()) >= 2)
     @rule(data=st.data())
     def stop(self, data: st.DataObject) -> None:
@@ -248,7 +277,11 @@ class GroupMachine(RuleBasedStateMachine):
             model.catch_up()
             if round_ and model.quiet():
                 break
-            group.advance(group.timing.lease + group.timing.unit_ms)
+            # Past a lease if an orphan or a retry waits (what is left in flight once the
+            # live handlers returned); else a tick interval, so that every instance polls.
+            waiting = any(job.occ is not None for job in model.active_jobs())
+            group.advance(group.timing.lease + group.timing.unit_ms if waiting
+                          else group.timing.tick)
             self._tick_all()
         else:
             raise AssertionError(f"not settled after 8 rounds: {model.active_jobs()}")
@@ -307,17 +340,7 @@ def redis_group(server: RedisServer) -> Group:
     def wipe() -> None:
         client.flushall()
 
-    group = Group(timing, make, None, t0_ms, wipe=wipe)
-    closing = group.close
-
-    def close() -> None:
-        try:
-            closing()
-        finally:
-            client.close()
-
-    group.close = close  # type: ignore[method-assign]
-    return group
+    return Group(timing, make, None, t0_ms, wipe=wipe, cleanup=client.close)
 
 
 @pytest.mark.redis
@@ -396,3 +419,40 @@ def test_a_once_job_that_ran_does_not_run_again_after_the_store_was_lost(
     finally:
         scheduler.stop()
         client.close()
+
+
+@pytest.mark.xfail(strict=True, reason="bug (minor): the memory backend floors a fence at the "
+                   "clock in whole milliseconds (now_ms * 1000), and a removed job's fence goes "
+                   "with its state, so a job of that name registered again and claimed within "
+                   "the same millisecond repeats the last fence; Redis floors at TIME in µs")
+def test_fences_increase_across_a_removal_and_a_new_registration() -> None:
+    # The machine checks fences across removals, but its search did not reach this case in
+    # 3,000 examples; written from reading MemoryBackend._take. The steps in its terms:
+    # run_now + tick on i0; remove on i0; start i1 (registers the job again); run_now +
+    # tick on i1, with no time passing.
+    # Given a job that ran, then was removed
+    clock = FakeClock(START)
+    backend = MemoryBackend(clock)
+    fences: list[int] = []
+    first, second = stepped(clock, backend), stepped(clock, backend)
+    try:
+        first.register(Job("report", IntervalSchedule(60), lambda ctx: fences.append(
+            ctx.fencing_token)))
+        first.start(background=False)
+        first.run_now("report")
+        step(first)
+        first.remove("report")
+
+        # When another scheduler registers it again and runs it, within the same millisecond
+        second.register(Job("report", IntervalSchedule(60), lambda ctx: fences.append(
+            ctx.fencing_token)))
+        second.start(background=False)
+        second.run_now("report")
+        step(second)
+
+        # Then its fence is above the last one handed out for that name
+        assert len(fences) == 2
+        assert fences[1] > fences[0]
+    finally:
+        first.stop()
+        second.stop()
