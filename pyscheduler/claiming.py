@@ -95,6 +95,9 @@ class Claimer:
         self.wake = threading.Event()  # wakes the tick thread
         self._offset_ms = 0  # backend clock minus ours, learnt from every claim answer
         self._last_poll = float("-inf")
+        #: the requests of the last claim call, if it failed (see _take_unanswered)
+        self._unanswered: list[ClaimRequest] = []
+        self._unanswered_sent = math.inf
         self.outcomes = OutcomeQueue(self.lock.finish, self._after_finish)
         self.failures = 0  # consecutive failed ticks
 
@@ -200,7 +203,8 @@ class Claimer:
 
     def _claim_and_start(self, free: int) -> None:
         now_ms = self._backend_now_ms()
-        requests = self._due_requests(now_ms, free)
+        resent, resent_sent = self._take_unanswered(free)
+        requests = resent + self._due_requests(now_ms, free - len(resent))
         now = self.clock.monotonic()
         if not requests and now - self._last_poll < self.config.tick_seconds:
             return  # nothing due here, and the backend was asked recently
@@ -213,11 +217,28 @@ class Claimer:
                 peek=free - len(requests))
         except BaseException:
             self.outcomes.failed(outcomes)
-            self._restore(requests)
+            self._unanswered = requests
+            self._unanswered_sent = min(now, resent_sent)
             raise
         self.outcomes.sent(outcomes, states)
         self._offset_ms = batch.now_ms - int(self.clock.time() * 1000)
-        self._apply_batch(batch, sent)
+        self._apply_batch(batch, sent, frozenset(request.owner for request in resent),
+                          resent_sent)
+
+    def _take_unanswered(self, free: int) -> tuple[list[ClaimRequest], float]:
+        """The requests of a claim call that failed, to be sent again as they were: if the
+        call went through and only its answer was lost, the backend answers a re-sent
+        request with the original claim (same owner token), and the occurrence starts now
+        rather than after its lease ran out. Their leases count from the first sending.
+
+        Those too old for that (half a lease) or beyond the free slots go back to the index.
+        """
+        requests, sent = self._unanswered, self._unanswered_sent
+        self._unanswered = []
+        if self.clock.monotonic() - sent > self.config.lock_ttl_seconds / 2:
+            free = 0
+        self._restore(requests[free:])
+        return requests[:free], sent
 
     def _restore(self, requests: list[ClaimRequest]) -> None:
         """Put requests whose claim failed back in the local index, to be asked again."""
@@ -252,9 +273,10 @@ class Claimer:
             definition_version=job.definition_version,
         )
 
-    def _apply_batch(self, batch: ClaimBatch, sent: float) -> None:
+    def _apply_batch(self, batch: ClaimBatch, sent: float,
+                     resent: frozenset[str] = frozenset(), resent_sent: float = 0.0) -> None:
         for claim in batch.claims:
-            self._start_claim(claim, sent)
+            self._start_claim(claim, resent_sent if claim.owner in resent else sent)
         if batch.refused or batch.due:
             claimed = {claim.job_name for claim in batch.claims}
             for due in batch.refused + batch.due:

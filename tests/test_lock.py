@@ -9,7 +9,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pyscheduler import IntervalSchedule, Job
+import pytest
+
+from pyscheduler import BackendUnavailableError, IntervalSchedule, Job
 from pyscheduler.backends.memory import MemoryBackend
 from pyscheduler.clock import FakeClock
 
@@ -208,3 +210,41 @@ def test_a_run_cancelled_for_its_lost_lease_is_recovered_not_recorded_failed(fak
     assert scheduler.wait_idle(WAIT)
     (_, first_at, _, first_fence, _), (_, at, attempt, fence, kind) = recorder.calls
     assert (at, attempt, kind) == (first_at, 2, "recovery") and fence > first_fence
+
+
+class LostReplyBackend(MemoryBackend):
+    """A backend whose next claim call goes through but whose answer never arrives."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.lose_next_reply = False
+
+    def claim(self, instance_id: str, requests: Any, lease_ms: int, peek: int) -> Any:
+        batch = super().claim(instance_id, requests, lease_ms, peek)
+        if requests and self.lose_next_reply:
+            self.lose_next_reply = False
+            raise BackendUnavailableError("the connection was reset before the reply")
+        return batch
+
+
+def test_a_claim_whose_reply_was_lost_is_sent_again_and_starts_at_once(fake_clock, schedulers):
+    # Given a due job, and a claim call that goes through but whose answer is lost
+    clock = fake_clock
+    backend = LostReplyBackend(clock)
+    recorder = Recorder()
+    scheduler = schedulers.stepped(clock, backend, lock_ttl=30, lock_refresh_interval=10)
+    scheduler.register(Job("j", IntervalSchedule(100), recorder))
+    scheduler.start(background=False)
+    clock.advance(100)
+    backend.lose_next_reply = True
+    with pytest.raises(BackendUnavailableError):
+        scheduler.run_pending()
+    # When the next tick comes (no lease has run out)
+    clock.advance(1)
+    scheduler.run_pending()
+    assert scheduler.wait_idle(WAIT)
+    # Then the same claim is sent again, answered with the original claim, and the
+    # occurrence runs now as its first attempt, not a lease later as a recovery
+    ((_, at, attempt, _, kind),) = recorder.calls
+    assert (attempt, kind) == (1, "regular")
+    assert scheduler.get_job("j").metadata.run_count == 1
