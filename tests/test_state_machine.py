@@ -37,7 +37,8 @@ lease really runs out; see :mod:`tests.state_model`.
 The example counts are CI-sized (about 30 s for the file) and the runs derandomized, so CI
 runs the same cases every time. For a long run set ``PYSCHEDULER_STATE_EXAMPLES``, e.g.
 ``PYSCHEDULER_STATE_EXAMPLES=3000 pytest tests/test_state_machine.py``: the memory variant
-then runs that many examples and the Redis one a quarter as many, with fresh randomness.
+then runs that many examples and the Redis one a quarter as many, with fresh randomness and
+no per-test timeout.
 """
 
 from __future__ import annotations
@@ -89,11 +90,15 @@ MAX_INSTANCES = 5
 T = TypeVar("T")
 
 
+LONG_RUN = os.environ.get("PYSCHEDULER_STATE_EXAMPLES")
+#: a long run outlasts the suite's per-test timeout (0: none)
+machine_timeout = pytest.mark.timeout(0 if LONG_RUN else 120)
+
+
 def _settings(default: int, share: int) -> settings:
-    long_run = os.environ.get("PYSCHEDULER_STATE_EXAMPLES")
-    examples = max(default, int(long_run) // share) if long_run else default
+    examples = max(default, int(LONG_RUN) // share) if LONG_RUN else default
     return settings(max_examples=examples, stateful_step_count=30, deadline=None,
-                    derandomize=not long_run, database=None, report_multiple_bugs=False,
+                    derandomize=not LONG_RUN, database=None, report_multiple_bugs=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
@@ -317,6 +322,7 @@ class MemoryGroup(GroupMachine):
         return memory_group()
 
 
+@machine_timeout
 def test_schedulers_sharing_a_memory_backend_follow_the_rules() -> None:
     run_state_machine_as_test(MemoryGroup, settings=MEMORY_SETTINGS)
 
@@ -344,6 +350,7 @@ def redis_group(server: RedisServer) -> Group:
 
 
 @pytest.mark.redis
+@machine_timeout
 def test_schedulers_sharing_redis_follow_the_rules(redis_server: RedisServer) -> None:
     class RedisGroup(GroupMachine):
         def make_group(self) -> Group:
