@@ -428,10 +428,6 @@ def test_a_once_job_that_ran_does_not_run_again_after_the_store_was_lost(
         client.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug (minor): the memory backend floors a fence at the "
-                   "clock in whole milliseconds (now_ms * 1000), and a removed job's fence goes "
-                   "with its state, so a job of that name registered again and claimed within "
-                   "the same millisecond repeats the last fence; Redis floors at TIME in µs")
 def test_fences_increase_across_a_removal_and_a_new_registration() -> None:
     # The machine checks fences across removals, but its search did not reach this case in
     # 3,000 examples; written from reading MemoryBackend._take. The steps in its terms:

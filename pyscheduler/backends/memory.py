@@ -110,6 +110,7 @@ class MemoryBackend(Backend):
         self._records: dict[str, _Record] = {}
         self._removed: set[str] = set()
         self._index: list[tuple[int, str]] = []
+        self._last_fence = 0
         #: live instances: id -> (record, expiry in epoch ms)
         self._instances: dict[str, tuple[InstanceInfo, int]] = {}
 
@@ -335,7 +336,11 @@ class MemoryBackend(Backend):
         attempt: int,
         kind: str,
     ) -> Claim:
-        fence = max(record.state.fence + 1, now * 1000)
+        # Floored at the clock in µs, as on Redis, and above every fence handed out here: a
+        # job removed and registered again starts from a fresh state, not from its fence.
+        fence = max(record.state.fence + 1, int(self._clock.time() * 1_000_000),
+                    self._last_fence + 1)
+        self._last_fence = fence
         recoveries = record.occurrence.recoveries if record.occurrence else 0
         record.occurrence = _Occurrence(scheduled_ms, attempt, request.owner, fence, kind, now,
                                         recoveries)
