@@ -51,6 +51,21 @@ def aligned(every: float, lead: float = 2.0) -> float:
     """An epoch time at least ``lead`` seconds ahead, on a multiple of ``every``."""
     return math.ceil((time.time() + lead) / every) * every
 
+#: the interval of the ``tick`` jobs that run alongside a scenario's faulted one
+EVERY = 0.3
+
+
+def ticks(start: float, count: int = 4) -> JobSpec:
+    """Short interval jobs running alongside the faulted one."""
+    return JobSpec("tick", count=count, every=EVERY, start_at=start)
+
+
+def wait_window(cluster: Cluster, end: float, count: int = 4) -> None:
+    """Wait until every tick job started an occurrence at or past ``end`` (epoch seconds)."""
+    last_ms = round(end * 1000)
+    cluster.wait_start(lambda e: e["job"].startswith("tick") and e["scheduled_ms"] >= last_ms,
+                       "the window's end", count=count)
+
 
 @dataclass
 class Instance:

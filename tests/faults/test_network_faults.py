@@ -8,22 +8,11 @@ from collections import Counter
 
 import pytest
 
-from .harness import LATE_RESULT_BUG, aligned, scaled
+from .harness import EVERY, LATE_RESULT_BUG, aligned, scaled, ticks, wait_window
 from .spec import JobSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.faults]
 
-EVERY = 0.3
-
-
-def ticks(start: float) -> JobSpec:
-    return JobSpec("tick", count=4, every=EVERY, start_at=start)
-
-
-def wait_window(cluster, end: float) -> None:
-    last_ms = round(end * 1000)
-    cluster.wait_start(lambda e: e["job"].startswith("tick") and e["scheduled_ms"] >= last_ms,
-                       "the window's end", count=4)
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["late-delivery", "reset"])

@@ -7,24 +7,11 @@ import time
 
 import pytest
 
-from .harness import aligned, scaled
+from .harness import EVERY, aligned, scaled, ticks, wait_window
 from .spec import JobSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.faults]
 
-EVERY = 0.3
-
-
-def ticks(start: float) -> JobSpec:
-    """Short interval jobs running alongside the faulted one."""
-    return JobSpec("tick", count=4, every=EVERY, start_at=start)
-
-
-def wait_window(cluster, end: float) -> None:
-    """Wait until every tick job started an occurrence at or past ``end`` (epoch seconds)."""
-    last_ms = round(end * 1000)
-    cluster.wait_start(lambda e: e["job"].startswith("tick") and e["scheduled_ms"] >= last_ms,
-                       "the window's end", count=4)
 
 
 def test_kill_9_of_the_holder_is_recovered_after_its_lease(make_cluster, repetition):

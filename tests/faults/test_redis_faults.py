@@ -8,22 +8,11 @@ import time
 import pytest
 
 from .checker import Gap
-from .harness import LATE_RESULT_BUG, aligned, scaled
+from .harness import EVERY, LATE_RESULT_BUG, aligned, scaled, ticks, wait_window
 from .spec import JobSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.faults]
 
-EVERY = 0.3
-
-
-def ticks(start: float, count: int = 4) -> JobSpec:
-    return JobSpec("tick", count=count, every=EVERY, start_at=start)
-
-
-def wait_window(cluster, end: float, count: int = 4) -> None:
-    last_ms = round(end * 1000)
-    cluster.wait_start(lambda e: e["job"].startswith("tick") and e["scheduled_ms"] >= last_ms,
-                       "the window's end", count=count)
 
 
 def test_a_redis_restart_without_persistence_is_survived(make_cluster, repetition):
