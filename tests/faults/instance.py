@@ -229,7 +229,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     scheduler.start()
     history.write("ready", skew=args.skew)
-    stop.wait(args.duration)
+    # In short steps: a process-directed SIGTERM may be delivered to another thread, and
+    # then the handler runs only when this thread next runs Python code.
+    until = time.monotonic() + args.duration
+    while not stop.wait(0.1) and time.monotonic() < until:
+        pass
     history.write("stopping")
     report = scheduler.stop(timeout=args.stop_timeout)
     deadline = time.monotonic() + 3.0
