@@ -467,8 +467,11 @@ def _holding_ends(runs: Sequence[Run], events: Sequence[dict[str, Any]],
             fields = e.get("fields", {})
             mark(e["instance"], fields.get("job"), fields.get("fence"), e["mono"])
         elif kind in ("claim", "finish_call") and (running or "error" not in e):
-            for job, fence, _ in e.get("finished", ()):
-                mark(e["instance"], job, fence, e["sent"])
+            for job, fence, accepted in e.get("finished", ()):
+                # A result the backend dropped as stale released nothing: the lease ran out
+                # (and another instance took over), whenever the call was sent.
+                if running or accepted is not False:
+                    mark(e["instance"], job, fence, e["sent"])
         elif kind == "interrupt":
             for job, fence, _ in e["leases"]:
                 mark(e["instance"], job, fence, e["mono"])
