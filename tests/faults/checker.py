@@ -243,7 +243,12 @@ def _coverage(runs: Sequence[Run], events: Sequence[dict[str, Any]],
         started[run.job].add(run.scheduled_ms)
     claimed = {(job, fence): at / 1000 for e in events if e["event"] == "claim"
                for job, _, fence, _, _, at in e["claims"]}
-    busy = _busy_spans(runs, claimed)
+    recorded: dict[tuple[str, int], float] = {}
+    for e in events:
+        if e["event"] in ("claim", "finish_call") and "error" not in e:
+            for job, fence, _ in e.get("finished", ()):
+                recorded.setdefault((job, fence), e["wall"])
+    busy = _busy_spans(runs, claimed, recorded)
     found = []
     start, end = scenario.window
     for spec in scenario.jobs:
@@ -269,7 +274,8 @@ def _coverage(runs: Sequence[Run], events: Sequence[dict[str, Any]],
     return found
 
 
-def _busy_spans(runs: Sequence[Run], claimed: dict[tuple[str, int], float]
+def _busy_spans(runs: Sequence[Run], claimed: dict[tuple[str, int], float],
+                recorded: Optional[dict[tuple[str, int], float]] = None,
                 ) -> dict[str, list[tuple[float, float, int]]]:
     """Per job, the wall-clock spans in which a run held it, as (from, to, occurrence): from
     its claim (Redis's ``claimed_at``: a frozen process logs its start late) or start to its
@@ -286,6 +292,9 @@ def _busy_spans(runs: Sequence[Run], claimed: dict[tuple[str, int], float]
             until = min(later)
         else:
             until = INF if run.end is None else run.wall + (run.end - run.start)
+            # The job stays running in Redis until the outcome is recorded (a process frozen
+            # between its handler's return and that call holds it meanwhile).
+            until = max(until, (recorded or {}).get((run.job, run.fence), until))
         since = min(run.wall, claimed.get((run.job, run.fence), run.wall))
         spans[run.job].append((since, until, run.scheduled_ms))
         if run.kind == "recovery":
