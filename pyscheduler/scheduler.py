@@ -112,7 +112,8 @@ class Scheduler:
         self._state = _NEW
         self._stopping = False
         self._tick_thread: Optional[threading.Thread] = None
-        self._presence = Presence(backend, self.lock, self.executor, self._hooks)
+        self._presence = Presence(backend, self.lock, self.executor, self._hooks,
+                                  on_live=self._claimer.members_heard)
         self._new_identity()
 
     def _new_identity(self) -> None:
@@ -440,7 +441,7 @@ class Scheduler:
             self._claimer.rebuild([entry])  # lost with the backend's data: re-created
             due = getattr(self.backend, op)(name)
         if entry is not None and not due.missing:
-            self._claimer.apply_due(entry, due)
+            self._claimer.apply_due(entry, due, armed=True)  # asked here: claimed from here
         self._wake.set()
 
     def remove(self, name: str) -> None:
