@@ -18,14 +18,24 @@ __all__ = [
     "MetricsCollector",
     "NoOpLogger",
     "NoOpMetrics",
+    "RESERVED_FIELD_PREFIX",
     "SafeHooks",
     "StandardLogger",
+    "record_attributes",
 ]
 
 Fields = Optional[Mapping[str, object]]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
+
+#: The attributes every ``LogRecord`` has (``taskName`` too on Python 3.12+), and the two that
+#: formatters add: ``Logger.makeRecord`` refuses an ``extra`` key among them.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime"}
+#: What a field named like a ``LogRecord`` attribute becomes on the record: ``name`` is set
+#: as ``pyscheduler_name``.
+RESERVED_FIELD_PREFIX = "pyscheduler_"
 
 
 class Logger(Protocol):
@@ -122,11 +132,22 @@ class NoOpMetrics:
         pass
 
 
+def record_attributes(fields: Mapping[str, object]) -> dict[str, object]:
+    """``fields`` as ``extra`` for a ``LogRecord``: each key as it is, except those that
+    name a record attribute (``name``, ``msg``, ``process``...), which get
+    :data:`RESERVED_FIELD_PREFIX` so they clobber nothing."""
+    return {(RESERVED_FIELD_PREFIX + key if key in _RECORD_ATTRIBUTES else key): value
+            for key, value in fields.items()}
+
+
 class StandardLogger:
     """The default :class:`Logger`: the standard ``logging`` module.
 
-    Fields are appended to the message as ``key=value`` and also passed as ``extra`` under
-    ``pyscheduler_fields`` for structured formatters.
+    Fields are appended to the message as ``key=value``, and each is also an attribute of the
+    record (passed as ``extra``), so that JSON formatters (python-json-logger, structlog's
+    stdlib bridge) see ``job``, ``attempt``, ``scheduled_at``, ``fence``, ``instance`` and the
+    rest as keys of their own. A field named like a ``LogRecord`` attribute (``name``,
+    ``process``...) is set with the prefix ``pyscheduler_`` (see :func:`record_attributes`).
 
     :param logger: the ``logging.Logger`` to write to (default: ``pyscheduler``).
     """
@@ -146,7 +167,7 @@ class StandardLogger:
         exc_info = items.pop("exc_info", None)
         text = msg + "".join(f" {key}={value}" for key, value in items.items())
         self._logger.log(level, "%s", text, exc_info=exc_info,  # type: ignore[arg-type]
-                         extra={"pyscheduler_fields": items})
+                         extra=record_attributes(items))
 
     def debug(self, msg: str, fields: Fields = None) -> None:
         self._log(logging.DEBUG, msg, fields)
@@ -172,8 +193,15 @@ class SafeHooks:
         self.logger = logger
         self.metrics = metrics
         self._no_metrics = type(metrics) is NoOpMetrics
+        self._bound: dict[str, object] = {}
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
+
+    def bind(self, **fields: object) -> None:
+        """Add ``fields`` to every message logged from now on, after the call's own fields
+        (which win on a clash): the scheduler binds its ``instance`` here at each start."""
+        # A new dict, not an update: workers read it without a lock while a start binds.
+        self._bound = {**self._bound, **fields}
 
     def logs(self, level: str) -> bool:
         """Whether a message at ``level`` may be written, so hot paths can skip building it.
@@ -188,6 +216,8 @@ class SafeHooks:
 
     def log(self, level: str, msg: str, **fields: object) -> None:
         """Log through the user's logger; ``level`` is debug, info, warning or error."""
+        for key, value in self._bound.items():
+            fields.setdefault(key, value)
         try:
             getattr(self.logger, level)(msg, fields)
         except BaseException:  # a broken logger must not stop jobs, whatever it raises

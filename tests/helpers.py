@@ -11,6 +11,8 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from pyscheduler import (
     DefaultJobExecutor,
     FakeClock,
+    IntervalSchedule,
+    Job,
     JobContext,
     MemoryBackend,
     NoOpMetrics,
@@ -100,6 +102,21 @@ def stepped(clock: FakeClock, backend: Optional[MemoryBackend] = None, **config:
     metrics = settings.pop("metrics", None)
     return Scheduler(backend or MemoryBackend(clock), config=SchedulerConfig(**settings),
                      clock=clock, metrics=metrics)
+
+
+def lose_the_lease_of_a_run(scheduler: Scheduler, clock: FakeClock, name: str,
+                            handler: Recorder) -> None:
+    """Register ``name`` (every 100 s) to run ``handler``, start the stepped ``scheduler``,
+    run its first occurrence and let the lease's deadline pass (``lock_ttl=3``) without a
+    refresh, as a refresher cut off from the backend would: the refresher's step then
+    cancels the run's token."""
+    scheduler.register(Job(name, IntervalSchedule(100), handler))
+    scheduler.start(background=False)
+    clock.advance(100)
+    scheduler.run_pending()
+    assert handler.started.wait(WAIT)
+    clock.advance(3)
+    scheduler.refresh_leases()
 
 
 def step(scheduler: Scheduler) -> None:
