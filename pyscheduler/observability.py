@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Mapping, Optional, Protocol
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "MetricsCollector",
     "NoOpLogger",
     "NoOpMetrics",
+    "OPTIONAL_METRIC_HOOKS",
     "RESERVED_FIELD_PREFIX",
     "SafeHooks",
     "StandardLogger",
@@ -37,6 +39,10 @@ _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None
 #: as ``pyscheduler_name``.
 RESERVED_FIELD_PREFIX = "pyscheduler_"
 
+#: The hooks that a collector may leave out: :class:`SafeHooks` calls them only where the
+#: collector defines them (a no-op inherited from :class:`NoOpMetrics` counts as left out).
+OPTIONAL_METRIC_HOOKS = ("attempt_started", "attempt_ended")
+
 
 class Logger(Protocol):
     """Structured log sink: a message plus a mapping of fields."""
@@ -55,7 +61,23 @@ class Logger(Protocol):
 
 
 class MetricsCollector(Protocol):
-    """Counters and timings; every method is called with the job's name first."""
+    """Counters and timings; every method is called with the job's name first.
+
+    Two more hooks are optional, so that collectors written before them keep working: the
+    scheduler calls them only on a collector that defines them (see :class:`NoOpMetrics`
+    for their signatures, and subclass it to get both as no-ops).
+
+    - ``attempt_started(name, attempt, scheduled_at, lag_seconds)``: right after
+      ``job_started``, with the attempt's number, its occurrence's nominal time (tz-aware
+      UTC; for a retry or a recovery, the occurrence it repeats) and its *start lag*: how
+      late the handler started, counted on the backend's clock from the scheduled time to the
+      claim, then on this host's monotonic clock to the handler's start (so clock skew
+      between hosts stays out of it). A retry's lag includes its backoff.
+    - ``attempt_ended(name, attempt, duration)``: the handler returned or raised, after
+      ``duration`` seconds, whatever the outcome (success, failure, timeout, a lost lease),
+      once for every ``attempt_started``. A timed-out handler that ignores its cancellation
+      ends only when it returns at last: until then it is running, and holds its worker.
+    """
 
     def job_started(self, name: str) -> None:
         """An attempt of the job started."""
@@ -131,6 +153,15 @@ class NoOpMetrics:
     def lock_lost(self, name: str) -> None:
         pass
 
+    def attempt_started(self, name: str, attempt: int, scheduled_at: datetime,
+                        lag_seconds: float) -> None:
+        """Optional hook (see :class:`MetricsCollector`): an attempt's handler starts,
+        ``lag_seconds`` after its scheduled time."""
+
+    def attempt_ended(self, name: str, attempt: int, duration: float) -> None:
+        """Optional hook (see :class:`MetricsCollector`): an attempt's handler returned or
+        raised after ``duration`` seconds."""
+
 
 def record_attributes(fields: Mapping[str, object]) -> dict[str, object]:
     """``fields`` as ``extra`` for a ``LogRecord``: each key as it is, except those that
@@ -193,6 +224,8 @@ class SafeHooks:
         self.logger = logger
         self.metrics = metrics
         self._no_metrics = type(metrics) is NoOpMetrics
+        self._optional = frozenset(hook for hook in OPTIONAL_METRIC_HOOKS
+                                   if _defines(metrics, hook))
         self._bound: dict[str, object] = {}
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
@@ -202,6 +235,12 @@ class SafeHooks:
         (which win on a clash): the scheduler binds its ``instance`` here at each start."""
         # A new dict, not an update: workers read it without a lock while a start binds.
         self._bound = {**self._bound, **fields}
+
+    def has_metric(self, hook: str) -> bool:
+        """Whether calling ``hook`` reaches the collector: an optional one it does not
+        define is skipped, so hot paths need not even compute its arguments."""
+        return not self._no_metrics and (hook not in OPTIONAL_METRIC_HOOKS
+                                         or hook in self._optional)
 
     def logs(self, level: str) -> bool:
         """Whether a message at ``level`` may be written, so hot paths can skip building it.
@@ -224,8 +263,8 @@ class SafeHooks:
             self._report_broken(f"logger.{level}")
 
     def metric(self, hook: str, *args: object) -> None:
-        """Call ``metrics.<hook>(*args)``."""
-        if self._no_metrics:
+        """Call ``metrics.<hook>(*args)`` (an optional hook only where it is defined)."""
+        if not self.has_metric(hook):
             return
         try:
             getattr(self.metrics, hook)(*args)
@@ -238,3 +277,11 @@ class SafeHooks:
                 return
             self._reported.add(hook)
         logging.getLogger("pyscheduler").exception("%s raised; pyscheduler carries on", hook)
+
+
+def _defines(metrics: MetricsCollector, hook: str) -> bool:
+    # NoOpMetrics' own no-op does not count: a subclass that leaves it alone costs nothing.
+    method = getattr(type(metrics), hook, None)
+    if method is None:
+        return callable(getattr(metrics, hook, None))  # set on the instance, or __getattr__
+    return method is not getattr(NoOpMetrics, hook)

@@ -16,6 +16,7 @@ from pyscheduler import (
     JobContext,
     MemoryBackend,
     NoOpMetrics,
+    RetryPolicy,
     Scheduler,
     SchedulerConfig,
 )
@@ -117,6 +118,28 @@ def lose_the_lease_of_a_run(scheduler: Scheduler, clock: FakeClock, name: str,
     assert handler.started.wait(WAIT)
     clock.advance(3)
     scheduler.refresh_leases()
+
+
+def fail_once_then_retry(scheduler: Scheduler, clock: FakeClock, name: str,
+                         retry_after: float) -> None:
+    """Register ``name`` (every 10 s from ``clock``'s now; one retry ``retry_after`` seconds
+    after a failure), start the stepped ``scheduler`` and run its first occurrence: the first
+    attempt raises ``ValueError("disk full")``, the retry succeeds."""
+    attempts: list[int] = []
+
+    def handler() -> None:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) == 1:
+            raise ValueError("disk full")
+
+    policy = RetryPolicy(max_retries=1, initial_interval=retry_after, jitter=0)
+    scheduler.register(Job(name, IntervalSchedule(10), handler, retry_policy=policy))
+    scheduler.start(background=False)
+    clock.advance(10)
+    step(scheduler)
+    clock.advance(retry_after)
+    step(scheduler)
+    assert attempts == [1, 2]
 
 
 def step(scheduler: Scheduler) -> None:

@@ -22,14 +22,13 @@ from pyscheduler import (
     MetricsCollector,
     NoOpLogger,
     NoOpMetrics,
-    RetryPolicy,
     Scheduler,
     SchedulerConfig,
     StandardLogger,
 )
 from pyscheduler.observability import RESERVED_FIELD_PREFIX, Logger, SafeHooks
 
-from .helpers import START, WAIT, Recorder, lose_the_lease_of_a_run, step
+from .helpers import START, WAIT, Recorder, fail_once_then_retry, lose_the_lease_of_a_run, step
 
 LEVELS = ["debug", "info", "warning", "error"]
 METRIC_HOOKS = ["job_started", "job_completed", "job_failed", "job_retried", "job_timed_out",
@@ -379,33 +378,16 @@ def job_logger():
     logger.removeHandler(handler)
 
 
-def flaky_then_fine(fail_first: int):
-    calls = []
-
-    def handler() -> None:
-        calls.append(1)
-        if len(calls) <= fail_first:
-            raise ValueError("disk full")
-
-    return handler
-
-
 def test_every_record_of_a_run_carries_its_fields_as_attributes(job_logger, schedulers):
-    # Given a scheduler logging through a real handler, with a job that fails once and retries
+    # Given a scheduler logging through a real handler
     logger, handler = job_logger
     clock = FakeClock(START)
     scheduler = schedulers(Scheduler(MemoryBackend(clock), logger=StandardLogger(logger),
                                      config=SchedulerConfig(instance_id="web-1", lock_ttl=30),
                                      clock=clock))
-    scheduler.register(Job("export", IntervalSchedule(10), flaky_then_fine(1),
-                           retry_policy=RetryPolicy(max_retries=1, initial_interval=1, jitter=0)))
-    scheduler.start(background=False)
 
-    # When its first occurrence fails and its retry succeeds
-    clock.advance(10)
-    step(scheduler)
-    clock.advance(1)
-    step(scheduler)
+    # When its first occurrence fails and its retry, a second later, succeeds
+    fail_once_then_retry(scheduler, clock, "export", retry_after=1)
     scheduler.stop()
 
     # Then every record names the instance, and each about an attempt names the job, the
@@ -489,3 +471,96 @@ def test_python_json_logger_sees_the_fields_as_keys(schedulers):
     assert isinstance(started["fence"], int) and started["fence"] > 0
     assert {line["instance"] for line in lines} == {"web-2"}
 
+
+# --- the optional hooks: attempt_started and attempt_ended ---------------------------------
+
+
+class ProtocolOnlyMetrics:
+    """A collector written before the optional hooks: the protocol's methods, nothing else."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def job_started(self, name: str) -> None:
+        self.started.append(name)
+
+    def job_completed(self, name: str, duration: float) -> None: ...
+    def job_failed(self, name: str, error: str) -> None: ...
+    def job_retried(self, name: str, attempt: int, delay: float) -> None: ...
+    def job_timed_out(self, name: str) -> None: ...
+    def job_skipped(self, name: str, reason: str) -> None: ...
+    def lock_acquired(self, name: str) -> None: ...
+    def lock_contended(self, name: str) -> None: ...
+    def lock_lost(self, name: str) -> None: ...
+
+
+class AttemptMetrics(NoOpMetrics):
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def attempt_started(self, name, attempt, scheduled_at, lag_seconds):
+        self.events.append(("started", name, attempt, scheduled_at, lag_seconds))
+
+    def attempt_ended(self, name, attempt, duration):
+        self.events.append(("ended", name, attempt, duration))
+
+
+def test_safe_hooks_skip_the_optional_hooks_a_collector_leaves_out():
+    assert not SafeHooks(NoOpLogger(), ProtocolOnlyMetrics()).has_metric("attempt_started")
+    assert not SafeHooks(NoOpLogger(), NoOpMetrics()).has_metric("attempt_started")
+    assert not SafeHooks(NoOpLogger(), BrokenMetrics()).has_metric("attempt_ended")  # inherited
+    hooks = SafeHooks(NoOpLogger(), AttemptMetrics())
+    assert hooks.has_metric("attempt_started") and hooks.has_metric("attempt_ended")
+    assert hooks.has_metric("job_started")
+
+
+def test_a_collector_without_the_optional_hooks_keeps_working(caplog, schedulers):
+    # Given a scheduler with a collector that has only the protocol's hooks
+    caplog.set_level(logging.ERROR, logger="pyscheduler")
+    clock = FakeClock(START)
+    metrics = ProtocolOnlyMetrics()
+    scheduler = schedulers.stepped(clock, metrics=metrics)
+    scheduler.register(Job("old", IntervalSchedule(1), lambda: None))
+    scheduler.start(background=False)
+
+    # When an attempt runs
+    clock.advance(1)
+    step(scheduler)
+
+    # Then its hooks were called, and nothing was reported as broken
+    assert metrics.started == ["old"]
+    assert pyscheduler_records(caplog) == []
+
+
+def test_attempt_hooks_get_the_start_lag_and_the_duration(schedulers):
+    # Given a collector with the optional hooks, and a job that runs for 3 s of the fake clock
+    clock = FakeClock(START)
+    metrics = AttemptMetrics()
+    scheduler = schedulers.stepped(clock, metrics=metrics)
+    scheduler.register(Job("late", IntervalSchedule(10), lambda: clock.advance(3)))
+    scheduler.start(background=False)
+
+    # When its occurrence, due at +10 s, is claimed 2.5 s late
+    clock.advance(12.5)
+    step(scheduler)
+
+    # Then the attempt started 2.5 s after its scheduled time, and ended 3 s later
+    assert metrics.events == [("started", "late", 1, START + timedelta(seconds=10), 2.5),
+                              ("ended", "late", 1, 3.0)]
+
+
+def test_a_retry_s_lag_counts_from_its_occurrence(schedulers):
+    # Given a collector with the optional hooks
+    clock = FakeClock(START)
+    metrics = AttemptMetrics()
+    scheduler = schedulers.stepped(clock, metrics=metrics)
+
+    # When a job's first attempt fails and its retry runs on time, 5 s later
+    fail_once_then_retry(scheduler, clock, "flaky", retry_after=5)
+
+    # Then the retry is attempt 2 of the same occurrence, 5 s after it
+    started = [event for event in metrics.events if event[0] == "started"]
+    assert started == [("started", "flaky", 1, START + timedelta(seconds=10), 0.0),
+                       ("started", "flaky", 2, START + timedelta(seconds=10), 5.0)]
+    assert [event[:3] for event in metrics.events if event[0] == "ended"] == [
+        ("ended", "flaky", 1), ("ended", "flaky", 2)]
