@@ -4,7 +4,8 @@ Users implement :class:`Logger` and :class:`MetricsCollector` (or subclass the n
 override what they need). The default logger writes to the standard ``logging`` module under
 the ``pyscheduler`` logger and configures no handlers: that is the application's business.
 The scheduler calls every hook through :class:`SafeHooks`, so a broken metrics exporter is
-logged and never stops a job.
+logged and never stops a job. The Prometheus exporters are an extra
+(:mod:`pyscheduler.contrib.prometheus`), not part of this module.
 """
 
 from __future__ import annotations

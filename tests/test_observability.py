@@ -13,6 +13,7 @@ import textwrap
 from datetime import timedelta
 
 import pytest
+from pythonjsonlogger.json import JsonFormatter
 
 from pyscheduler import (
     FakeClock,
@@ -438,10 +439,9 @@ def test_the_lock_and_the_executor_log_with_the_instance_too(job_logger, schedul
 
 def test_python_json_logger_sees_the_fields_as_keys(schedulers):
     # Given the pyscheduler logger writing JSON through python-json-logger
-    json_formatter = pytest.importorskip("pythonjsonlogger.json")
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_formatter.JsonFormatter("%(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter("%(levelname)s %(name)s %(message)s"))
     logger = logging.getLogger("tests.json")
     logger.setLevel(logging.INFO)
     logger.propagate = False
