@@ -137,7 +137,7 @@ def test_the_running_gauge_counts_handlers_running_now(registry, schedulers):
     assert value(registry, "pyscheduler_attempts_running", job="slow") == 0
 
 
-def test_timeouts_skips_contention_and_lost_leases_are_counted(registry, schedulers):
+def test_timeouts_skips_and_contention_are_counted(registry, schedulers):
     clock = FakeClock(START)
     metrics = PrometheusMetrics(registry)
     backend = MemoryBackend(clock)
