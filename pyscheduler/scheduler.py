@@ -126,6 +126,12 @@ class Scheduler:
         # Owner tokens: unique per claim, and per start even if instance_id is reused.
         self._claimer.set_identity(self.instance_id,
                                    f"{self.instance_id}:{uuid.uuid4().hex[:12]}:")
+        # Every message of this scheduler names it, the executor's and the lock's included
+        # (they hold hooks of their own, made from the same logger).
+        for part in (self, self.executor, self.lock):
+            hooks = getattr(part, "_hooks", None)
+            if isinstance(hooks, SafeHooks):
+                hooks.bind(instance=self.instance_id)
 
     @classmethod
     def from_config(
