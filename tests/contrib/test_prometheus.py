@@ -142,11 +142,14 @@ def test_timeouts_skips_and_contention_are_counted(registry, schedulers):
     metrics = PrometheusMetrics(registry)
     backend = MemoryBackend(clock)
     # Given a job that outlives its 1 s timeout (it returns once cancelled) ...
-    first = schedulers.stepped(clock, backend, metrics=metrics, instance_id="first")
+    # (takeover_delay=0: both ask for every occurrence on time, as racing peers)
+    first = schedulers.stepped(clock, backend, metrics=metrics, instance_id="first",
+                               takeover_delay=0)
     first.register(Job("slow", IntervalSchedule(10), lambda ctx: ctx.sleep(60), timeout=1))
     # ... one that must start within 1 s of its time, and another instance that has both
     first.register(Job("strict", IntervalSchedule(10), lambda: None, misfire_grace_time=1))
-    second = schedulers.stepped(clock, backend, metrics=metrics, instance_id="second")
+    second = schedulers.stepped(clock, backend, metrics=metrics, instance_id="second",
+                                takeover_delay=0)
     second.register(Job("slow", IntervalSchedule(10), lambda ctx: ctx.sleep(60), timeout=1))
     first.start(background=False)
     second.start(background=False)
@@ -230,7 +233,8 @@ def test_the_group_state_of_a_memory_backend(registry, schedulers):
     backend = MemoryBackend(clock)
     release = schedulers.event()
     busy = Recorder(lambda ctx: release.wait(WAIT))
-    scheduler = schedulers.stepped(clock, backend, instance_id="a")
+    # (takeover_delay=0: "a" runs its jobs on time whichever instance owns them)
+    scheduler = schedulers.stepped(clock, backend, instance_id="a", takeover_delay=0)
     schedulers.stepped(clock, backend, instance_id="b").start(background=False)
 
     scheduler.register(Job("fine", IntervalSchedule(10), lambda: None))
