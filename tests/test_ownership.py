@@ -185,7 +185,8 @@ def test_the_jobs_of_an_instance_that_stopped_are_claimed_on_time_by_the_others(
 def test_a_crashed_owners_occurrence_is_taken_over_once_overdue(fake_clock, schedulers):
     # Given two instances that know each other, one of which stops ticking (crashed, its
     # record still live)
-    group = Group(fake_clock, schedulers, ["a", "b"], tick_interval=5)
+    # (a's record outlives the test: only what b concludes makes it take a's jobs)
+    group = Group(fake_clock, schedulers, ["a", "b"], tick_interval=5, lock_ttl=300)
     group.heartbeat_all()
     owned_by_a = [name for name in JOBS if owner_among(["a", "b"], name) == "a"]
     assert owned_by_a
@@ -203,6 +204,29 @@ def test_a_crashed_owners_occurrence_is_taken_over_once_overdue(fake_clock, sche
     assert len(occurrences) == len(JOBS) and set(occurrences.values()) == {1}
     late = [call for call in group.recorder.calls if call[0] in owned_by_a]
     assert {kind for *_, kind in late} == {"regular"}
+    # and from then on b owns a's jobs too (a let them go overdue and has not heartbeaten
+    # since): the next round runs on time, all of it on b
+    fake_clock.advance(EVERY - SchedulerConfig().takeover_seconds)
+    group.beat_and_step("b")
+    occurrences = group.recorder.occurrences()
+    assert len(occurrences) == 2 * len(JOBS) and set(occurrences.values()) == {1}
+
+
+def test_a_suspected_owner_owns_its_jobs_again_once_it_heartbeats(fake_clock, schedulers):
+    group = Group(fake_clock, schedulers, ["a", "b"], lock_ttl=300)
+    group.heartbeat_all()
+    group.beat_and_step("b")
+    fake_clock.advance(EVERY + SchedulerConfig().takeover_seconds)
+    for _ in range(3):  # a peek finds a's jobs overdue, a claim takes them, the tick follows
+        group.beat_and_step("b")
+    assert group.members["b"]._claimer.ownership.members == ("b",)  # a is suspected
+    # When a comes back and heartbeats, and b hears of it at its own next heartbeat
+    fake_clock.advance(0.5)
+    group.members["a"].lock.heartbeat()
+    group.members["b"].lock.heartbeat()
+    group.beat_and_step("b")
+    # Then b counts it among the owners again
+    assert group.members["b"]._claimer.ownership.members == ("a", "b")
 
 
 def test_a_job_its_owner_does_not_have_runs_on_an_instance_that_has_it(fake_clock, schedulers):
