@@ -508,7 +508,8 @@ class MemoryBackend(Backend):
             "" if occurrence is None else occurrence.status,
             None if occurrence is None else occurrence.scheduled_ms,
             0 if occurrence is None else occurrence.attempt,
-            state.last_failed, state.description)
+            state.last_failed, state.description,
+            occurrence.owner if occurrence is not None and occurrence.status == _RUNNING else "")
 
 
 def _claim_fields(claim: Claim) -> tuple[object, ...]:

@@ -465,7 +465,7 @@ def _parse_reply(address: str, build: Callable[[], _T]) -> _T:
 #: description (``def``) follows where the script was asked for it.
 _STATE_FIELDS = ("v", "next_run", "due", "paused", "fence", "run_count", "failure_count",
                  "consecutive_failures", "last_run", "last_success", "last_error",
-                 "last_duration", "status", "scheduled", "attempt", "last_failed")
+                 "last_duration", "status", "scheduled", "attempt", "last_failed", "owner")
 
 
 def _parse_state(name: str, raw: Union[bytes, str],
@@ -484,7 +484,7 @@ def _parse_state(name: str, raw: Union[bytes, str],
             raise ValueError("a field is missing or not text")
         (version, next_run, due, paused, fence, run_count, failure_count,
          consecutive_failures, last_run, last_success, last_error, last_duration, status,
-         scheduled, attempt, last_failed, *definition) = values
+         scheduled, attempt, last_failed, owner, *definition) = values
         if version != "1":
             raise ValueError("unknown layout version")
         if definition:
@@ -500,7 +500,7 @@ def _parse_state(name: str, raw: Union[bytes, str],
             _opt_int(last_success), last_error,
             float(last_duration) if last_duration else None,
             status, int(scheduled) if in_flight else None, int(attempt) if in_flight else 0,
-            _flag(last_failed), description)
+            _flag(last_failed), description, owner if status == "running" else "")
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
 

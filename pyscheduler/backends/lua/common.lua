@@ -44,7 +44,7 @@ local KINDS = {[''] = true, regular = true, retry = true, recovery = true, manua
 local STATE_FIELDS = {
   'v', 'next_run', 'due', 'paused', 'fence', 'run_count', 'failure_count',
   'consecutive_failures', 'last_run', 'last_success', 'last_error', 'last_duration', 'status',
-  'scheduled', 'attempt', 'last_failed'}
+  'scheduled', 'attempt', 'last_failed', 'owner'}
 
 -- A stored job's state reply, with its description last.
 local function state_reply(key)
