@@ -19,6 +19,8 @@ from .errors import ConfigError
 __all__ = ["SchedulerConfig"]
 
 _BACKEND_TYPES = ("memory", "redis")
+#: The most run-history records a job may keep: enough for any operator to read.
+_MAX_HISTORY = 10_000
 _ENV_PREFIX = "PYSCHEDULER_"
 
 
@@ -38,6 +40,8 @@ class SchedulerConfig:
     :param timezone: default IANA zone for cron jobs declared through ``Scheduler.cron``.
     :param misfire_grace_time: default for jobs that set none; ``None``: no limit.
     :param instance_id: this instance's name in logs and backend records (default: host:pid).
+    :param history_limit: finished attempts of each job kept in the backend's run history
+        (``Control.history``); ``0`` keeps none.
     :raises ConfigError: a field is invalid; the error names it.
     """
 
@@ -54,6 +58,7 @@ class SchedulerConfig:
     timezone: str = "UTC"
     misfire_grace_time: Optional[Union[float, timedelta]] = None
     instance_id: Optional[str] = None
+    history_limit: int = 50
 
     def __post_init__(self) -> None:
         for name in ("tick_interval", "lock_ttl", "lock_refresh_interval"):
@@ -63,6 +68,10 @@ class SchedulerConfig:
                                _positive_seconds("misfire_grace_time", self.misfire_grace_time))
         _check_int("max_concurrent", self.max_concurrent, minimum=1)
         _check_int("redis_db", self.redis_db, minimum=0)
+        _check_int("history_limit", self.history_limit, minimum=0)
+        if self.history_limit > _MAX_HISTORY:  # each record is kept in the backend's memory
+            raise ConfigError("history_limit",
+                              f"must be at most {_MAX_HISTORY}, got {self.history_limit}")
         if self.lock_refresh_interval >= self.lock_ttl:  # type: ignore[operator]
             raise ConfigError(
                 "lock_refresh_interval",
@@ -166,7 +175,7 @@ class SchedulerConfig:
         return None if grace is None else float(grace)  # type: ignore[arg-type]
 
 
-_INT_FIELDS = ("max_concurrent", "redis_db")
+_INT_FIELDS = ("max_concurrent", "redis_db", "history_limit")
 _OPTIONAL_FIELDS = ("redis_url", "misfire_grace_time", "instance_id")
 _FLOAT_FIELDS = ("tick_interval", "lock_ttl", "lock_refresh_interval", "misfire_grace_time")
 

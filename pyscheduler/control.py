@@ -259,7 +259,13 @@ class Control:
             raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
         if name is not None:
             self._state(name)
-        return []  # the backends keep no history yet
+        if limit == 0:
+            return []
+        try:
+            records = self.backend.history(name, limit)
+        except NotImplementedError:
+            return []
+        return [HistoryEntry.from_record(record) for record in records[:limit]]
 
 
 def describe_schedule(description: object) -> str:

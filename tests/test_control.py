@@ -25,6 +25,8 @@ from pyscheduler import (
     JobNotFoundError,
     JobStatus,
     MemoryBackend,
+    RetryPolicy,
+    RetryStrategy,
     Scheduler,
 )
 from pyscheduler.backends.base import JobState
@@ -45,10 +47,10 @@ class Group:
         self._make_backend = make_backend
         self.control = control
 
-    def scheduler(self, *jobs: Job, instance_id: str = "worker-1") -> Scheduler:
-        """A started, stepped scheduler with ``jobs``."""
+    def scheduler(self, *jobs: Job, instance_id: str = "worker-1", **config) -> Scheduler:
+        """A started, stepped scheduler with ``jobs`` (and ``config`` fields)."""
         scheduler = self._schedulers.stepped(self.clock, self._make_backend(),
-                                             instance_id=instance_id)
+                                             instance_id=instance_id, **config)
         for job in jobs:
             scheduler.register(job)
         scheduler.start(background=False)
@@ -276,6 +278,103 @@ def test_the_schedulers_own_management_methods_keep_working_alongside(group):
 def test_an_empty_group_has_no_jobs(group):
     assert group.control.jobs() == []
     assert group.control.history() == []
+
+
+# -- run history ------------------------------------------------------------------------------
+
+
+def fails_once() -> Recorder:
+    """A handler whose first call raises."""
+    def behaviour(ctx: JobContext) -> None:
+        if ctx.attempt == 1:
+            raise RuntimeError("disk <full>")
+    return Recorder(behaviour)
+
+
+def test_history_shows_each_finished_attempt_newest_first(group):
+    # Given a job that fails once and is retried at once
+    policy = RetryPolicy(max_retries=1, initial_interval=0.001, strategy=RetryStrategy.FIXED)
+    scheduler = group.scheduler(Job("report", IntervalSchedule(HOUR), fails_once(),
+                                    retry_policy=policy), instance_id="host-a:1")
+
+    # When it is triggered and both attempts ran
+    group.control.trigger("report")
+    for _ in range(20):
+        group.settle(scheduler)
+        if len(group.control.history("report")) == 2:
+            break
+
+    # Then the history shows both, newest first, with who ran them and how they ended
+    retry, first = group.control.history("report")
+    assert (first.attempt, first.kind, first.outcome) == (1, "manual", "failed")
+    assert "RuntimeError: disk <full>" in first.error
+    assert (retry.attempt, retry.kind, retry.outcome, retry.error) == (2, "retry",
+                                                                        "succeeded", "")
+    assert first.instance_id == retry.instance_id == "host-a:1"
+    assert first.scheduled_at == retry.scheduled_at and first.fence < retry.fence
+    assert first.started_at <= retry.started_at and first.duration >= 0
+    assert group.control.history() == [retry, first]
+    assert group.control.history("report", limit=1) == [retry]
+    data = retry.to_dict()
+    assert list(data) == ["job", "scheduled_at", "attempt", "kind", "instance_id", "fence",
+                          "started_at", "duration", "outcome", "error"]
+    assert json.loads(json.dumps(data)) == data and data["started_at"].endswith("+00:00")
+
+
+def test_a_timed_out_attempt_is_recorded_as_timed_out(group, schedulers):
+    def handler(ctx: JobContext) -> None:
+        ctx.token.event.wait(WAIT)  # returns once the timeout cancels it
+
+    scheduler = group.scheduler(Job("slow", IntervalSchedule(HOUR), handler, timeout=10))
+    group.control.trigger("slow")
+    for _ in range(3):
+        group.clock.advance(5)
+        scheduler.run_pending()
+    group.clock.advance(10)
+    group.settle(scheduler)
+    (entry,) = group.control.history("slow")
+    assert (entry.outcome, entry.error) == ("timed_out", "timed out after 10 s")
+
+
+def test_history_is_kept_to_the_configured_limit(group):
+    scheduler = group.scheduler(hourly("report"), history_limit=2)
+    for _ in range(3):
+        group.control.trigger("report")
+        group.settle(scheduler)
+    assert group.control.job("report").run_count == 3
+    assert len(group.control.history("report")) == 2
+
+
+def test_history_limit_zero_keeps_none(group):
+    scheduler = group.scheduler(hourly("report"), history_limit=0)
+    group.control.trigger("report")
+    group.settle(scheduler)
+    assert group.control.job("report").run_count == 1
+    assert group.control.history("report") == [] and group.control.history() == []
+
+
+def test_the_group_history_spans_jobs_and_removal_drops_a_jobs_part(group):
+    scheduler = group.scheduler(hourly("a"), hourly("b"))
+    for name in ("a", "b"):
+        group.control.trigger(name)
+        group.settle(scheduler)
+    assert [entry.job for entry in group.control.history()] == ["b", "a"]
+    group.control.remove("a")
+    assert [entry.job for entry in group.control.history()] == ["b"]
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True, "3"])
+def test_history_refuses_a_bad_limit(limit):
+    with pytest.raises(ValueError, match="limit"):
+        Control(MemoryBackend()).history(None, limit)
+
+
+def test_a_backend_without_history_has_none_to_show():
+    class NoHistory(MemoryBackend):
+        def history(self, name, limit):
+            raise NotImplementedError
+
+    assert Control(NoHistory()).history() == []
 
 
 # -- lifecycle --------------------------------------------------------------------------------

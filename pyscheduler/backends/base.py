@@ -535,9 +535,19 @@ class Backend(Protocol):
         """
         raise NotImplementedError(f"{type(self).__name__} does not keep live instances")
 
+    def history(self, name: Optional[str], limit: int) -> list[RunRecord]:
+        """The run history, newest first: the job's last ``limit`` records (``[]`` for a job
+        without any, known or not), or with ``name`` ``None`` the group's, across jobs.
+        Reads only; a stored record not of our form is skipped (and logged), never fatal.
 
-#: Optional: without them, live instances are unavailable (the scheduler says so at start).
-OPTIONAL_METHODS = frozenset({"heartbeat", "instances", "leave"})
+        :raises NotImplementedError: the backend keeps no history (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no run history")
+
+
+#: Optional: without them, live instances (the scheduler says so at start) or the run
+#: history are unavailable.
+OPTIONAL_METHODS = frozenset({"heartbeat", "instances", "leave", "history"})
 
 
 def missing_methods(backend: object) -> list[str]:
