@@ -2,7 +2,9 @@
 
 Every transition of the contract in :mod:`pyscheduler.backends.base` runs under one lock, so
 two ``Scheduler`` objects on one ``MemoryBackend`` never run the same occurrence twice. The due
-index is a heap with lazy deletion: finding due work costs O(k log n), not a scan.
+index is a heap with lazy deletion: finding due work costs O(k log n), not a scan. The run
+history is kept beside each job (bounded by the outcomes' ``history_limit``) and for the
+group (bounded by ``GROUP_HISTORY_LIMIT``), as plain tuples.
 """
 
 from __future__ import annotations
