@@ -268,7 +268,7 @@ class MemoryBackend(Backend):
                      occurrence.kind, occurrence.owner, occurrence.fence,
                      occurrence.claimed_at_ms, float(outcome.duration), run_outcome(outcome),
                      truncated_error(outcome.error))
-        record.history = (run, *record.history[:outcome.history_limit - 1])
+        record.history = (run,) + record.history[:outcome.history_limit - 1]
         self._history.appendleft(run)
 
     # -- claiming ----------------------------------------------------------------------------
