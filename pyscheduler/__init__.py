@@ -13,6 +13,7 @@ from .backends.base import InstanceInfo
 from .clock import Clock, FakeClock, SystemClock
 from .config import SchedulerConfig
 from .context import CancellationToken, JobContext, current_job
+from .control import Control, HistoryEntry, JobInfo
 from .errors import (
     BackendError,
     BackendUnavailableError,
@@ -46,12 +47,14 @@ __all__ = [
     "CancellationToken",
     "Clock",
     "ConfigError",
+    "Control",
     "CorruptStateError",
     "CronSchedule",
     "DefaultJobExecutor",
     "DistributedLock",
     "DuplicateJobError",
     "FakeClock",
+    "HistoryEntry",
     "InstanceInfo",
     "IntervalSchedule",
     "InvalidJobError",
@@ -59,6 +62,7 @@ __all__ = [
     "Job",
     "JobCancelled",
     "JobContext",
+    "JobInfo",
     "JobMetadata",
     "JobNotFoundError",
     "JobStatus",

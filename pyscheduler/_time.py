@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Union
+from typing import Optional, Union
 
 from .errors import InvalidScheduleError
 
-__all__ = ["Duration", "checked_utc", "from_ms", "from_us", "to_ms", "to_seconds", "to_us",
-           "to_utc"]
+__all__ = ["Duration", "checked_utc", "from_ms", "from_us", "iso", "to_ms", "to_seconds",
+           "to_us", "to_utc"]
 
 #: A duration as float seconds or a ``timedelta``.
 Duration = Union[float, int, timedelta]
@@ -58,6 +58,13 @@ def from_ms(ms: int) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def iso(value: Optional[datetime]) -> Optional[str]:
+    """An instant as the ``to_dict()`` methods write it for JSON: UTC ISO 8601 to the
+    millisecond (``2030-01-01T00:00:00.000+00:00``), or ``None``."""
+    return None if value is None else value.astimezone(timezone.utc).isoformat(
+        timespec="milliseconds")
 
 
 def checked_utc(value: object, what: str) -> datetime:

@@ -496,7 +496,8 @@ class Claimer:
         else:
             if run.timed_out:  # it returned within the grace: timed out, whatever it raised
                 error, duration = None, run.job.timeout or duration
-            outcome = decide_outcome(run, error, duration, self._hooks, timed_out=run.timed_out)
+            outcome = decide_outcome(run, error, duration, self._hooks, timed_out=run.timed_out,
+                                     history_limit=self.config.history_limit)
             if self.workers_claim:
                 # Recorded along with the claim this worker makes next (see _claim_and_start).
                 self.outcomes.add(run, outcome)
@@ -528,7 +529,8 @@ class Claimer:
                         job=run.job.name, attempt=run.claim.attempt)
         timeout = run.job.timeout or 0.0
         self.outcomes.report(run, decide_outcome(run, None, timeout, self._hooks,
-                                                  timed_out=True, still_running=True))
+                                                  timed_out=True, still_running=True,
+                                                  history_limit=self.config.history_limit))
 
     def _after_finish(self, run: Run, state: Optional[JobState]) -> None:
         entry = self._index.get(run.job.name)

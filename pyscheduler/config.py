@@ -19,6 +19,8 @@ from .errors import ConfigError
 __all__ = ["SchedulerConfig"]
 
 _BACKEND_TYPES = ("memory", "redis")
+#: The most run-history records a job may keep: enough for any operator to read.
+_MAX_HISTORY = 10_000
 _ENV_PREFIX = "PYSCHEDULER_"
 
 
@@ -41,6 +43,8 @@ class SchedulerConfig:
     :param takeover_delay: how overdue an occurrence owned by another live instance must be
         before this one takes it over (its owner crashed, is busy, or lacks the job); ``0``:
         every instance claims every occurrence on time, as peers racing for it.
+    :param history_limit: finished attempts of each job kept in the backend's run history
+        (``Control.history``); ``0`` keeps none.
     :raises ConfigError: a field is invalid; the error names it.
     """
 
@@ -58,6 +62,7 @@ class SchedulerConfig:
     misfire_grace_time: Optional[Union[float, timedelta]] = None
     instance_id: Optional[str] = None
     takeover_delay: Union[float, timedelta] = 1.0
+    history_limit: int = 50
 
     def __post_init__(self) -> None:
         for name in ("tick_interval", "lock_ttl", "lock_refresh_interval"):
@@ -69,6 +74,10 @@ class SchedulerConfig:
                            _seconds_at_least_zero("takeover_delay", self.takeover_delay))
         _check_int("max_concurrent", self.max_concurrent, minimum=1)
         _check_int("redis_db", self.redis_db, minimum=0)
+        _check_int("history_limit", self.history_limit, minimum=0)
+        if self.history_limit > _MAX_HISTORY:  # each record is kept in the backend's memory
+            raise ConfigError("history_limit",
+                              f"must be at most {_MAX_HISTORY}, got {self.history_limit}")
         if self.lock_refresh_interval >= self.lock_ttl:  # type: ignore[operator]
             raise ConfigError(
                 "lock_refresh_interval",
@@ -177,7 +186,7 @@ class SchedulerConfig:
         return None if grace is None else float(grace)  # type: ignore[arg-type]
 
 
-_INT_FIELDS = ("max_concurrent", "redis_db")
+_INT_FIELDS = ("max_concurrent", "redis_db", "history_limit")
 _OPTIONAL_FIELDS = ("redis_url", "misfire_grace_time", "instance_id")
 _FLOAT_FIELDS = ("tick_interval", "lock_ttl", "lock_refresh_interval", "misfire_grace_time",
                  "takeover_delay")

@@ -24,17 +24,19 @@ __all__ = ["OutcomeQueue", "decide_outcome", "occurrence_fields"]
 
 def decide_outcome(run: Run, error: Optional[BaseException], duration: float,
                    hooks: SafeHooks, *, timed_out: bool = False,
-                   still_running: bool = False) -> Outcome:
+                   still_running: bool = False, history_limit: int = 0) -> Outcome:
     """The outcome of ``run``'s attempt: ``error`` is what its handler raised (``None`` on
     success); ``timed_out`` says its timeout passed, and ``still_running`` that it is settled
-    while its handler goes on (see :attr:`~pyscheduler.backends.base.Outcome.still_running`)."""
+    while its handler goes on (see :attr:`~pyscheduler.backends.base.Outcome.still_running`).
+    ``history_limit`` is the config's: the backend records the attempt in the run history
+    when it records the outcome."""
     job, attempt = run.job, run.claim.attempt
     if error is None and not timed_out:
         hooks.metric("job_completed", job.name, duration)
         if hooks.logs("info"):
             hooks.log("info", "job succeeded", job=job.name, attempt=attempt,
                       seconds=round(duration, 4), **occurrence_fields(run))
-        return Outcome(run.lease, True, duration=duration)
+        return Outcome(run.lease, True, duration=duration, history_limit=history_limit)
     text = (f"timed out after {job.timeout:g} s" if timed_out
             else describe_error(error) if error is not None else "failed")
     hooks.metric("job_failed", job.name, text)
@@ -49,9 +51,11 @@ def decide_outcome(run: Run, error: Optional[BaseException], duration: float,
         hooks.metric("job_retried", job.name, attempt + 1, delay)
         hooks.log("warning", "job failed; will retry", retry_in=round(delay, 3), **fields)
         return Outcome(run.lease, False, text, duration, retry_delay_ms=int(delay * 1000),
-                       still_running=still_running)
+                       still_running=still_running, timed_out=timed_out,
+                       history_limit=history_limit)
     hooks.log("error", "job failed", **fields)
-    return Outcome(run.lease, False, text, duration)
+    return Outcome(run.lease, False, text, duration, timed_out=timed_out,
+                   history_limit=history_limit)
 
 
 def occurrence_fields(run: Run) -> dict[str, object]:

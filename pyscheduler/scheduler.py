@@ -35,6 +35,7 @@ from .errors import (
     SchedulerStateError,
 )
 from .executor import DefaultJobExecutor, Run
+from .identity import owner_prefix
 from .job import Job, check_job_options
 from .lock import DistributedLock
 from .observability import (
@@ -128,8 +129,7 @@ class Scheduler:
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         )
         # Owner tokens: unique per claim, and per start even if instance_id is reused.
-        self._claimer.set_identity(self.instance_id,
-                                   f"{self.instance_id}:{uuid.uuid4().hex[:12]}:")
+        self._claimer.set_identity(self.instance_id, owner_prefix(self.instance_id))
         # Every message of this scheduler names it, the executor's and the lock's included
         # (they hold hooks of their own, made from the same logger).
         for part in (self, self.executor, self.lock):

@@ -25,6 +25,7 @@ ALL_ENV = {
     "PYSCHEDULER_TIMEZONE": "Europe/Berlin",
     "PYSCHEDULER_MISFIRE_GRACE_TIME": "2.5",
     "PYSCHEDULER_INSTANCE_ID": "web-1",
+    "PYSCHEDULER_HISTORY_LIMIT": "7",
 }
 
 
@@ -55,6 +56,7 @@ def test_defaults_match_the_documented_table():
     assert config.timezone == "UTC"
     assert config.misfire_grace_time is None
     assert config.instance_id is None
+    assert config.history_limit == 50
 
 
 def test_default_is_the_same_as_no_arguments():
@@ -158,6 +160,11 @@ INVALID = [
     ({"timezone": None}, "timezone"),
     ({"instance_id": ""}, "instance_id"),
     ({"instance_id": 7}, "instance_id"),
+    ({"history_limit": -1}, "history_limit"),
+    ({"history_limit": True}, "history_limit"),
+    ({"history_limit": "5"}, "history_limit"),
+    ({"history_limit": 1.5}, "history_limit"),
+    ({"history_limit": 10_001}, "history_limit"),
 ]
 
 
@@ -187,6 +194,12 @@ def test_valid_non_default_values_are_kept():
 
 
 # --- from_mapping --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [0, 1, 10_000])
+def test_history_limit_from_none_to_its_bound(limit):
+    assert SchedulerConfig(history_limit=limit).history_limit == limit
+    assert SchedulerConfig.from_mapping({"PYSCHEDULER_HISTORY_LIMIT": limit}).history_limit == limit
 
 
 def test_from_mapping_reads_field_names_as_they_are():
@@ -255,7 +268,7 @@ def test_from_env_parses_every_field(clean_environ):
         tick_interval=0.5, max_concurrent=4, lock_ttl=60, lock_refresh_interval=20.5,
         backend_type="redis", redis_addr="cache:6380", redis_password="s3cret", redis_db=2,
         redis_url="redis://cache:6380/2", key_prefix="app", timezone="Europe/Berlin",
-        misfire_grace_time=2.5, instance_id="web-1")
+        misfire_grace_time=2.5, instance_id="web-1", history_limit=7)
     assert type(config.max_concurrent) is int and type(config.redis_db) is int
     assert type(config.lock_ttl) is float
 
@@ -278,6 +291,7 @@ def test_from_env_reads_none_for_optional_fields(raw):
     ("PYSCHEDULER_LOCK_TTL", "thirty", "lock_ttl"),
     ("PYSCHEDULER_LOCK_REFRESH_INTERVAL", "", "lock_refresh_interval"),
     ("PYSCHEDULER_MISFIRE_GRACE_TIME", "later", "misfire_grace_time"),
+    ("PYSCHEDULER_HISTORY_LIMIT", "many", "history_limit"),
 ])
 def test_from_env_non_numeric_value_names_the_variable(variable, raw, field):
     with pytest.raises(ConfigError) as info:

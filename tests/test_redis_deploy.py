@@ -243,6 +243,8 @@ def test_the_readme_acl_is_enough_for_every_scheduler_call(acl_server, caplog):
         wait_until(lambda: [job.name for job in peer.jobs()] == [], "the peer dropping doomed")
         assert backend.job_names() == ["long", "stuck", "tick"]
         assert backend.now_ms() > 0
+        # (the run history is written by the finish script and read back, group-wide too)
+        assert backend.history("tick", 5) and backend.history(None, 5)
         # (a value not of our form is reset, and the job re-created)
         admin.delete("{acl}:job:tick")
         admin.set("{acl}:job:tick", "not a hash")

@@ -44,6 +44,13 @@ considered only after that occurrence settled (missed runs are then coalesced or
 backend's now, :meth:`Backend.leave` removes it at a graceful stop, and a crashed instance's
 record simply expires. These methods are optional: their defaults raise
 ``NotImplementedError``, and a scheduler on such a backend runs its jobs all the same.
+
+*Run history* is optional too: an :class:`Outcome` with a positive ``history_limit`` makes
+:meth:`Backend.finish` record the attempt as a :class:`RunRecord` in the same transition,
+keeping the job's newest ``history_limit`` records and the group's newest
+:data:`GROUP_HISTORY_LIMIT`; :meth:`Backend.history` reads them back, and removing a job drops
+its records. A backend without history ignores ``history_limit`` and its
+:meth:`Backend.history` raises ``NotImplementedError`` (the default).
 """
 
 from __future__ import annotations
@@ -53,12 +60,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Protocol, Sequence
 
+from .._time import from_ms, iso
+
 __all__ = [
     "Backend",
     "Claim",
     "ClaimBatch",
     "ClaimRequest",
     "DueEntry",
+    "GROUP_HISTORY_LIMIT",
+    "HISTORY_ERROR_BYTES",
     "InstanceInfo",
     "JobDefinition",
     "JobState",
@@ -66,10 +77,14 @@ __all__ = [
     "Outcome",
     "OccurrenceKind",
     "OccurrenceStatus",
+    "RunOutcome",
+    "RunRecord",
     "definition_version",
     "missing_methods",
+    "run_outcome",
     "schedule_changed",
     "superseded",
+    "truncated_error",
 ]
 
 
@@ -90,6 +105,23 @@ class OccurrenceKind:
     RETRY = "retry"  #: another attempt after a failure, per the retry policy
     RECOVERY = "recovery"  #: another attempt after the holder died or shut down mid-run
     MANUAL = "manual"  #: an extra run asked for with ``run_now``
+
+
+class RunOutcome:
+    """How a finished attempt ended, as its :class:`RunRecord` says (plain strings, stored
+    as such)."""
+
+    SUCCEEDED = "succeeded"  #: its handler returned
+    FAILED = "failed"  #: its handler raised (a retry may follow, as another attempt)
+    TIMED_OUT = "timed_out"  #: it ran past its timeout
+
+
+#: The error text a :class:`RunRecord` keeps, at most, in UTF-8 bytes (cut at a character
+#: boundary): a traceback-sized message must not make every record of a job that large.
+HISTORY_ERROR_BYTES = 2_000
+
+#: The records of the group's recent runs, across jobs, that a backend keeps at most.
+GROUP_HISTORY_LIMIT = 1_000
 
 
 @dataclass(frozen=True)
@@ -165,6 +197,10 @@ class JobState:
     #: whether the last settled occurrence failed (after its retries)
     last_failed: bool = False
     description: dict[str, object] = field(default_factory=dict)
+    #: the owner token of the attempt running now (``occurrence_status`` ``running``), else
+    #: ``""``; a scheduler's tokens start with its instance id (see
+    #: :func:`pyscheduler.identity.instance_of`)
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -277,6 +313,11 @@ class Outcome:
     :param still_running: the attempt was settled while its handler goes on (it ignored the
         cancellation at its timeout): its retry then waits for the lease to run out too, so
         that it never overlaps the handler (whose lease nobody refreshes any more).
+    :param timed_out: the attempt failed by running past its timeout.
+    :param history_limit: record the attempt in the run history, keeping that many records
+        of the job at most; ``0``: no record. It travels with each outcome (rather than
+        being a setting of the backend) so that the finish that records the result writes
+        its record in the same transition.
     """
 
     lease: Lease
@@ -285,6 +326,54 @@ class Outcome:
     duration: float = 0.0
     retry_delay_ms: Optional[int] = None
     still_running: bool = False
+    timed_out: bool = False
+    history_limit: int = 0
+
+
+def run_outcome(outcome: Outcome) -> str:
+    """The :class:`RunOutcome` of ``outcome``'s attempt."""
+    if outcome.succeeded:
+        return RunOutcome.SUCCEEDED
+    return RunOutcome.TIMED_OUT if outcome.timed_out else RunOutcome.FAILED
+
+
+def truncated_error(text: str) -> str:
+    """``text`` cut to :data:`HISTORY_ERROR_BYTES` of UTF-8, at a character boundary."""
+    if len(text) <= HISTORY_ERROR_BYTES // 6:  # short, whatever it holds (a surrogate: 6)
+        return text
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) <= HISTORY_ERROR_BYTES:
+        return text
+    return data[:HISTORY_ERROR_BYTES].decode("utf-8", "ignore")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished attempt, as the run history keeps it (plain data; what a backend reads
+    back is checked field by field, and a record not of our form is skipped).
+
+    :param job: the job's name.
+    :param scheduled_ms: the occurrence's scheduled time (epoch ms).
+    :param attempt: the attempt's number (1 for the first).
+    :param kind: an :class:`OccurrenceKind`: how the occurrence was claimed.
+    :param owner: the attempt's owner token (its lease's), which names its instance.
+    :param fence: the attempt's fencing token.
+    :param started_ms: when it was claimed, on the backend's clock (epoch ms).
+    :param duration: how long its handler ran, in seconds.
+    :param outcome: a :class:`RunOutcome`.
+    :param error: the error text, cut to :data:`HISTORY_ERROR_BYTES`; ``""`` for none.
+    """
+
+    job: str
+    scheduled_ms: int
+    attempt: int
+    kind: str
+    owner: str
+    fence: int
+    started_ms: int
+    duration: float
+    outcome: str
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -314,6 +403,18 @@ class InstanceInfo:
     max_concurrent: int
     running: tuple[str, ...] = ()
     last_heartbeat_ms: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: the fields by name, times (``started_at``, ``last_heartbeat_at``) as
+        UTC ISO 8601 to the millisecond, ``running`` as a list."""
+        return {
+            "instance_id": self.instance_id, "host": self.host, "pid": self.pid,
+            "started_at": iso(from_ms(self.started_at_ms)),
+            "last_heartbeat_at": iso(from_ms(self.last_heartbeat_ms))
+            if self.last_heartbeat_ms else None,
+            "library_version": self.library_version, "max_concurrent": self.max_concurrent,
+            "running": list(self.running),
+        }
 
 
 class Backend(Protocol):
@@ -365,6 +466,10 @@ class Backend(Protocol):
 
         A stale outcome (the occurrence was taken over, or the job removed) changes nothing.
 
+        An accepted outcome with a positive ``history_limit`` is also recorded in the run
+        history (see :meth:`history`), in the same transition, and the job's records are
+        trimmed to that many, the group's to :data:`GROUP_HISTORY_LIMIT`.
+
         :returns: per outcome, the job's new state if accepted (its ``description`` may be
             left empty: finishing never changes it), ``None`` if stale.
         """
@@ -395,8 +500,9 @@ class Backend(Protocol):
         """Put a paused job back in the due index."""
 
     def remove(self, name: str) -> bool:
-        """Drop the job and all its state, leaving a tombstone so that the other instances
-        drop it too instead of re-creating it; ``False`` if unknown."""
+        """Drop the job and all its state (its run history too), leaving a tombstone so
+        that the other instances drop it too instead of re-creating it; ``False`` if
+        unknown."""
 
     def run_now(self, name: str) -> DueEntry:
         """Ask for an extra occurrence now, claimed through the usual lease (after the
@@ -438,9 +544,19 @@ class Backend(Protocol):
         """
         raise NotImplementedError(f"{type(self).__name__} does not keep live instances")
 
+    def history(self, name: Optional[str], limit: int) -> list[RunRecord]:
+        """The run history, newest first: the job's last ``limit`` records (``[]`` for a job
+        without any, known or not), or with ``name`` ``None`` the group's, across jobs.
+        Reads only; a stored record not of our form is skipped (and logged), never fatal.
 
-#: Optional: without them, live instances are unavailable (the scheduler says so at start).
-OPTIONAL_METHODS = frozenset({"heartbeat", "instances", "leave"})
+        :raises NotImplementedError: the backend keeps no history (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no run history")
+
+
+#: Optional: without them, live instances (the scheduler says so at start) or the run
+#: history are unavailable.
+OPTIONAL_METHODS = frozenset({"heartbeat", "instances", "leave", "history"})
 
 
 def missing_methods(backend: object) -> list[str]:

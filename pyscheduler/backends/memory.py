@@ -2,18 +2,23 @@
 
 Every transition of the contract in :mod:`pyscheduler.backends.base` runs under one lock, so
 two ``Scheduler`` objects on one ``MemoryBackend`` never run the same occurrence twice. The due
-index is a heap with lazy deletion: finding due work costs O(k log n), not a scan.
+index is a heap with lazy deletion: finding due work costs O(k log n), not a scan. The run
+history is kept beside each job (bounded by the outcomes' ``history_limit``) and for the
+group (bounded by ``GROUP_HISTORY_LIMIT``), as plain tuples.
 """
 
 from __future__ import annotations
 
 import heapq
 import threading
+from collections import deque
 from dataclasses import replace
+from itertools import islice
 from typing import Optional, Sequence
 
 from ..clock import Clock, SystemClock
 from .base import (
+    GROUP_HISTORY_LIMIT,
     Backend,
     Claim,
     ClaimBatch,
@@ -26,8 +31,11 @@ from .base import (
     OccurrenceKind,
     OccurrenceStatus,
     Outcome,
+    RunRecord,
+    run_outcome,
     schedule_changed,
     superseded,
+    truncated_error,
 )
 
 __all__ = ["MemoryBackend"]
@@ -81,9 +89,13 @@ class _State:
         self.description = description
 
 
+#: A run-history record as kept here: the fields of a :class:`RunRecord`, in order.
+_Run = tuple[str, int, int, str, str, int, int, float, str, str]
+
+
 class _Record:
-    __slots__ = ("last_claim", "lease_expires_ms", "lease_fence", "lease_owner", "manual_at_ms",
-                 "occurrence", "state", "version")
+    __slots__ = ("history", "last_claim", "lease_expires_ms", "lease_fence", "lease_owner",
+                 "manual_at_ms", "occurrence", "state", "version")
 
     def __init__(self, state: _State, version: str) -> None:
         self.state = state
@@ -96,6 +108,10 @@ class _Record:
         # a tuple of its fields, which the garbage collector stops tracking, since 100,000
         # of these live as long as their jobs (see _claim_fields).
         self.last_claim: Optional[tuple[object, ...]] = None
+        # The job's run history, newest first: a tuple of tuples of plain values, rebuilt
+        # at each run (a few dozen pointers), rather than a deque, which the garbage
+        # collector would track for each of 100,000 jobs.
+        self.history: tuple[_Run, ...] = ()
 
 
 class MemoryBackend(Backend):
@@ -113,6 +129,8 @@ class MemoryBackend(Backend):
         self._last_fence = 0
         #: live instances: id -> (record, expiry in epoch ms)
         self._instances: dict[str, tuple[InstanceInfo, int]] = {}
+        #: the group's recent runs across jobs, newest first
+        self._history: deque[_Run] = deque(maxlen=GROUP_HISTORY_LIMIT)
         self._members_epoch = 0  # counts the changes of the set of live instances
         self._removals_epoch = 0  # counts the jobs removed
 
@@ -188,6 +206,9 @@ class MemoryBackend(Backend):
             if self._records.pop(name, None) is None:
                 return False
             self._removed.add(name)
+            if any(run[0] == name for run in self._history):
+                self._history = deque((run for run in self._history if run[0] != name),
+                                      maxlen=GROUP_HISTORY_LIMIT)
             self._removals_epoch += 1
             return True
 
@@ -240,6 +261,25 @@ class MemoryBackend(Backend):
     def _live(self, now: int) -> list[InstanceInfo]:
         return [info for _, (info, expires_ms) in sorted(self._instances.items())
                 if expires_ms > now]
+
+    # -- run history -------------------------------------------------------------------------
+
+    def history(self, name: Optional[str], limit: int) -> list[RunRecord]:
+        with self._lock:
+            if name is None:
+                runs: Sequence[_Run] = list(islice(self._history, max(0, limit)))
+            else:
+                record = self._records.get(name)
+                runs = () if record is None else record.history[:max(0, limit)]
+        return [RunRecord(*run) for run in runs]
+
+    def _remember(self, record: _Record, occurrence: _Occurrence, outcome: Outcome) -> None:
+        run: _Run = (record.state.name, occurrence.scheduled_ms, occurrence.attempt,
+                     occurrence.kind, occurrence.owner, occurrence.fence,
+                     occurrence.claimed_at_ms, float(outcome.duration), run_outcome(outcome),
+                     truncated_error(outcome.error))
+        record.history = (run,) + record.history[:outcome.history_limit - 1]
+        self._history.appendleft(run)
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -393,6 +433,8 @@ class MemoryBackend(Backend):
         record.lease_owner = ""
         occurrence = record.occurrence
         assert occurrence is not None
+        if outcome.history_limit > 0:
+            self._remember(record, occurrence, outcome)
         state = record.state
         state.run_count += 1
         state.last_run_ms = occurrence.claimed_at_ms
@@ -519,7 +561,8 @@ class MemoryBackend(Backend):
             "" if occurrence is None else occurrence.status,
             None if occurrence is None else occurrence.scheduled_ms,
             0 if occurrence is None else occurrence.attempt,
-            state.last_failed, state.description)
+            state.last_failed, state.description,
+            occurrence.owner if occurrence is not None and occurrence.status == _RUNNING else "")
 
 
 def _claim_fields(claim: Claim) -> tuple[object, ...]:

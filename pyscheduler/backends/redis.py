@@ -45,6 +45,8 @@ keys are deleted without a tombstone, an error is logged, and the job reads as m
 the schedulers that know it re-create it. An instance record not of our form is skipped
 (logged once per instance id), never evaluated; a value of another type under
 ``{pfx}:instances`` is deleted by the next heartbeat, which the instances' heartbeats rebuild.
+A history record not of our form is skipped (logged), a history key of another type reads as
+empty and is replaced by the next record pushed there.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ..errors import BackendError, BackendUnavailableError, ConfigError, CorruptStateError
 from .base import (
+    GROUP_HISTORY_LIMIT,
+    HISTORY_ERROR_BYTES,
     Backend,
     Claim,
     ClaimBatch,
@@ -81,7 +85,10 @@ from .base import (
     JobState,
     Lease,
     Outcome,
+    RunRecord,
+    run_outcome,
 )
+from .redis_history import json_record, parse_run
 
 __all__ = ["RedisBackend"]
 
@@ -148,6 +155,11 @@ class RedisBackend(Backend):
         self._instances_key = f"{tag}:instances"
         self._epochs_key = f"{tag}:epochs"
         self._instance_prefix = f"{tag}:instance:"
+        self._history_prefix = f"{tag}:history:"
+        self._history_key = f"{tag}:history"
+        #: the run-history arguments of the scripts that record outcomes (history_args)
+        self._history_args: list[_Arg] = [self._history_prefix, self._history_key,
+                                          GROUP_HISTORY_LIMIT, HISTORY_ERROR_BYTES]
         self._reported: set[str] = set()  # ids of malformed instance records, logged once
         self._scripts = {name: client.register_script(_lua(name)) for name in _SCRIPTS}
 
@@ -267,7 +279,9 @@ class RedisBackend(Backend):
         return _due_entry(self._call("set_paused", [name], [name, 0]))
 
     def remove(self, name: str) -> bool:
-        return bool(self._call("remove", [name], [name], last_keys=[self._epochs_key]))
+        return bool(self._call("remove", [name],
+                               [name, self._history_prefix, self._history_key],
+                               last_keys=[self._epochs_key]))
 
     def run_now(self, name: str) -> DueEntry:
         return _due_entry(self._call("run_now", [name], [name]))
@@ -304,7 +318,7 @@ class RedisBackend(Backend):
                             self._lease_prefix, _json(rows)]
         finished = [outcome.lease.job_name for outcome in outcomes]
         if outcomes:
-            args.append(_json(_outcome_rows(outcomes)))
+            args += [_json(_outcome_rows(outcomes)), *self._history_args]
         reply = self._call("claim", [request.job_name for request in requests] + finished,
                            args, last_keys=[self._epochs_key])
 
@@ -344,7 +358,8 @@ class RedisBackend(Backend):
         if not outcomes:
             return []
         names = [outcome.lease.job_name for outcome in outcomes]
-        raws = self._call("finish", names, [_json(_outcome_rows(outcomes))])
+        raws = self._call("finish", names,
+                          [_json(_outcome_rows(outcomes)), *self._history_args])
         return [self._state(name, raw) for name, raw in zip(names, raws)]
 
     def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
@@ -402,6 +417,33 @@ class RedisBackend(Backend):
             return
         logger.warning("the record of instance %r in Redis at %s is not of our form (%s); "
                        "it is skipped (logged once)", instance_id, self._address, why)
+
+    # -- run history -------------------------------------------------------------------------
+
+    def history(self, name: Optional[str], limit: int) -> list[RunRecord]:
+        """See :meth:`~.base.Backend.history`: one ``LRANGE``."""
+        if limit <= 0:
+            return []
+        key = self._history_key if name is None else self._history_prefix + name
+        try:
+            raws = cast("list[Any]", self._client.lrange(key, 0, limit - 1))
+        except ResponseError as exc:  # WRONGTYPE: not ours; the next record replaces it
+            logger.warning("the history key %r in Redis at %s holds no list (%s); it reads "
+                           "as empty", key, self._address, exc)
+            return []
+        except RedisError as exc:
+            raise self._translate(exc) from exc
+        records, skipped = [], []
+        for raw in raws:
+            try:
+                records.append(parse_run(raw))
+            except CorruptStateError as exc:
+                skipped.append(str(exc))
+        if skipped:
+            logger.warning("skipped %d record(s) not of our form in the history key %r in "
+                           "Redis at %s (first: %s)", len(skipped), key, self._address,
+                           skipped[0])
+        return records
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -473,7 +515,7 @@ def _parse_reply(address: str, build: Callable[[], _T]) -> _T:
 #: description (``def``) follows where the script was asked for it.
 _STATE_FIELDS = ("v", "next_run", "due", "paused", "fence", "run_count", "failure_count",
                  "consecutive_failures", "last_run", "last_success", "last_error",
-                 "last_duration", "status", "scheduled", "attempt", "last_failed")
+                 "last_duration", "status", "scheduled", "attempt", "last_failed", "owner")
 
 
 def _parse_state(name: str, raw: Union[bytes, str],
@@ -492,7 +534,7 @@ def _parse_state(name: str, raw: Union[bytes, str],
             raise ValueError("a field is missing or not text")
         (version, next_run, due, paused, fence, run_count, failure_count,
          consecutive_failures, last_run, last_success, last_error, last_duration, status,
-         scheduled, attempt, last_failed, *definition) = values
+         scheduled, attempt, last_failed, owner, *definition) = values
         if version != "1":
             raise ValueError("unknown layout version")
         if definition:
@@ -508,7 +550,7 @@ def _parse_state(name: str, raw: Union[bytes, str],
             _opt_int(last_success), last_error,
             float(last_duration) if last_duration else None,
             status, int(scheduled) if in_flight else None, int(attempt) if in_flight else 0,
-            _flag(last_failed), description)
+            _flag(last_failed), description, owner if status == "running" else "")
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -533,12 +575,8 @@ def _parse_instance(instance_id: str, raw: object) -> InstanceInfo:
         instance than the member it was found under.
     """
     try:
-        if not isinstance(raw, (bytes, str)):
-            raise TypeError(f"a {type(raw).__name__}, not text")
-        values = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-        if type(values) is not dict or values.get("v") != 1:
-            raise ValueError("not a JSON object of layout 1")
-        fields = {}
+        values = json_record(raw)
+        fields: dict[str, Any] = {}
         for name, kind in _INSTANCE_FIELDS:
             if type(values.get(name)) is not kind:
                 raise ValueError(f"field {name} is missing or not a {kind.__name__}")
@@ -580,7 +618,8 @@ def _opt(value: Optional[int]) -> _Arg:
 def _outcome_rows(outcomes: Sequence[Outcome]) -> list[list[Any]]:
     return [[outcome.lease.job_name, outcome.lease.owner, int(outcome.lease.fence),
              int(outcome.succeeded), _utf8(outcome.error), repr(float(outcome.duration)),
-             _opt(outcome.retry_delay_ms), int(outcome.still_running)] for outcome in outcomes]
+             _opt(outcome.retry_delay_ms), int(outcome.still_running), run_outcome(outcome),
+             max(0, int(outcome.history_limit))] for outcome in outcomes]
 
 
 def _json(rows: list[list[Any]]) -> str:

@@ -14,6 +14,8 @@ from typing import Optional
 import pytest
 
 from pyscheduler.backends.base import (
+    GROUP_HISTORY_LIMIT,
+    HISTORY_ERROR_BYTES,
     Claim,
     ClaimBatch,
     ClaimRequest,
@@ -24,6 +26,7 @@ from pyscheduler.backends.base import (
     Lease,
     OccurrenceKind,
     Outcome,
+    RunRecord,
 )
 
 LONG = 60_000  # a lease no test outlives
@@ -824,3 +827,150 @@ def test_an_expired_instance_changes_the_members_epoch_at_the_next_heartbeat(dri
 
 def test_no_instances_before_any_heartbeat(backend):
     assert backend.instances() == []
+
+
+# -- the running attempt's owner --------------------------------------------------------------
+
+
+def test_the_state_names_the_owner_of_the_running_attempt_only(backend):
+    claimed = claim_one(backend, regular(register_due(backend)))
+    assert state_of(backend).owner == "owner-1"
+    backend.finish([Outcome(lease_of(claimed), False, "boom", 0.1, retry_delay_ms=HOUR)])
+    assert state_of(backend).owner == ""  # waiting for its retry: nobody holds it
+
+
+# -- run history ------------------------------------------------------------------------------
+
+
+def register_idle(backend, name: str = "job") -> None:
+    """A job with no regular occurrence: it runs when asked (run_now) only."""
+    backend.register([JobDefinition(name, None)])
+
+
+def run_once(backend, outcome: Outcome = None, *, name: str = "job", owner: str = "owner",
+             **fields) -> Claim:
+    """Ask for a run now, claim it and finish it with ``outcome``'s fields (its lease given)."""
+    backend.run_now(name)
+    claimed = claim_one(backend, again(backend, name, owner))
+    fields.setdefault("history_limit", 10)
+    backend.finish([Outcome(lease_of(claimed), fields.pop("succeeded", True), **fields)])
+    return claimed
+
+
+def test_finish_records_the_attempt_in_the_job_and_group_history(backend):
+    # Given a claimed occurrence
+    state = register_due(backend)
+    claimed = claim_one(backend, regular(state, "host:1:abcdef012345:7"))
+
+    # When its success is recorded with a history limit
+    backend.finish([Outcome(lease_of(claimed), True, duration=0.25, history_limit=5)])
+
+    # Then the attempt is in the job's history and the group's, as plain data
+    record = RunRecord(job="job", scheduled_ms=state.next_run_ms, attempt=1, kind="regular",
+                       owner="host:1:abcdef012345:7", fence=claimed.fence,
+                       started_ms=claimed.claimed_at_ms, duration=0.25, outcome="succeeded",
+                       error="")
+    assert backend.history("job", 10) == [record]
+    assert backend.history(None, 10) == [record]
+
+
+def test_history_is_newest_first_with_each_attempts_outcome_and_kind(backend):
+    # Given an occurrence that fails, is retried, times out, is retried and succeeds
+    first = claim_one(backend, regular(register_due(backend)))
+    backend.finish([Outcome(lease_of(first), False, "boom", 0.5, retry_delay_ms=0,
+                            history_limit=10)])
+    second = claim_one(backend, again(backend, "job", "owner-2"))
+    backend.finish([Outcome(lease_of(second), False, "timed out after 1 s", 1.0,
+                            retry_delay_ms=0, timed_out=True, history_limit=10)])
+    third = claim_one(backend, again(backend, "job", "owner-3"))
+    backend.finish([Outcome(lease_of(third), True, duration=0.1, history_limit=10)])
+
+    # Then the history shows the three attempts, newest first
+    history = backend.history("job", 10)
+    assert [(r.attempt, r.kind, r.outcome, r.error, r.owner) for r in history] == [
+        (3, "retry", "succeeded", "", "owner-3"),
+        (2, "retry", "timed_out", "timed out after 1 s", "owner-2"),
+        (1, "regular", "failed", "boom", "owner-1")]
+    assert len({r.scheduled_ms for r in history}) == 1
+    assert [r.fence for r in history] == [third.fence, second.fence, first.fence]
+    assert backend.history("job", 2) == history[:2]
+
+
+def test_each_jobs_history_keeps_its_limit_and_the_group_all_of_them(backend):
+    register_idle(backend, "a")
+    register_idle(backend, "b")
+    for run in range(5):
+        run_once(backend, name="a", owner=f"a{run}", history_limit=3)
+    run_once(backend, name="b", owner="b0", history_limit=3)
+    assert [r.owner for r in backend.history("a", 10)] == ["a4", "a3", "a2"]
+    assert [r.owner for r in backend.history(None, 10)] == ["b0", "a4", "a3", "a2", "a1", "a0"]
+    assert [r.owner for r in backend.history(None, 2)] == ["b0", "a4"]
+
+
+def test_the_group_history_is_bounded(backend):
+    # Given more jobs than the group history keeps, each run once in one call
+    count = GROUP_HISTORY_LIMIT + 5
+    states = backend.register([JobDefinition(f"job-{n:04}", backend.now_ms() - 1_000)
+                               for n in range(count)])
+    batch = claim(backend, *(regular(state, f"owner-{state.name}") for state in states))
+    assert len(batch.claims) == count
+    backend.finish([Outcome(lease_of(claimed), True, history_limit=1)
+                    for claimed in batch.claims])
+
+    # Then the group keeps the newest GROUP_HISTORY_LIMIT, and every job its own
+    group = backend.history(None, count)
+    assert len(group) == GROUP_HISTORY_LIMIT
+    assert group[0].job == batch.claims[-1].job_name
+    assert [len(backend.history(state.name, 5)) for state in states] == [1] * count
+
+
+def test_limit_zero_records_nothing(backend):
+    register_idle(backend)
+    run_once(backend, history_limit=0)
+    assert backend.history("job", 10) == [] and backend.history(None, 10) == []
+    assert state_of(backend).run_count == 1
+
+
+def test_a_stale_outcome_records_nothing(backend):
+    claimed = claim_one(backend, regular(register_due(backend)))
+    stale = Lease(claimed.job_name, claimed.owner, claimed.fence - 1)
+    assert backend.finish([Outcome(stale, True, history_limit=10)]) == [None]
+    assert backend.history("job", 10) == []
+
+
+def test_the_error_text_is_cut_to_its_bound_at_a_character_boundary(backend):
+    register_idle(backend)
+    error = "é" * HISTORY_ERROR_BYTES  # two bytes each in UTF-8
+    run_once(backend, succeeded=False, error=error)
+    (record,) = backend.history("job", 1)
+    assert error.startswith(record.error)
+    assert HISTORY_ERROR_BYTES - 2 < len(record.error.encode("utf-8")) <= HISTORY_ERROR_BYTES
+    assert state_of(backend).last_error == error  # the state keeps it whole
+
+
+def test_remove_drops_the_jobs_history_and_keeps_the_others(backend):
+    register_idle(backend, "a")
+    register_idle(backend, "b")
+    run_once(backend, name="a", owner="a0")
+    run_once(backend, name="b", owner="b0")
+    run_once(backend, name="a", owner="a1")
+    assert backend.remove("a")
+    assert backend.history("a", 10) == []
+    assert [r.owner for r in backend.history(None, 10)] == ["b0"]
+    # registered again, it starts with no history
+    register_idle(backend, "a")
+    assert backend.history("a", 10) == []
+
+
+def test_finish_and_claim_records_the_history_too(backend):
+    first = claim_one(backend, regular(register_due(backend, "first")))
+    second = register_due(backend, "second")
+    backend.finish_and_claim([Outcome(lease_of(first), True, duration=0.5, history_limit=10)],
+                             "instance", [regular(second)], LONG, 0)
+    (record,) = backend.history("first", 10)
+    assert (record.outcome, record.fence, record.duration) == ("succeeded", first.fence, 0.5)
+
+
+def test_no_history_for_unknown_jobs_or_an_empty_group(backend):
+    assert backend.history("nobody", 10) == []
+    assert backend.history(None, 10) == []

@@ -602,3 +602,121 @@ def test_garbage_under_the_change_counters_reads_as_0_and_is_replaced(backend, c
     backend.remove("doomed")
     assert backend.claim("me", [], LONG, 0).removals_epoch >= 1
     assert client.type(EPOCHS_KEY) == "hash"
+
+
+# -- run history ------------------------------------------------------------------------------
+
+HISTORY_KEY = "{pfx}:history:job"
+GROUP_HISTORY_KEY = "{pfx}:history"
+
+
+def finished_once(backend, history_limit: int = 10, **fields) -> None:
+    """Run job "job" (registered with no regular occurrence) once now, and finish it."""
+    backend.register([JobDefinition("job", None)])
+    backend.run_now("job")
+    (state,) = backend.get_states(["job"])
+    claim = ClaimRequest("job", f"owner-{time.monotonic_ns()}", state.due_ms, state.next_run_ms,
+                         None, None)
+    (claimed,) = backend.claim("i", [claim], LONG, 0).claims
+    backend.finish([Outcome(lease(claimed), fields.pop("succeeded", True),
+                            history_limit=history_limit, **fields)])
+
+
+def valid_record() -> dict[str, object]:
+    return {"v": 1, "job": "job", "scheduled": "1700000000000", "attempt": "1",
+            "kind": "regular", "owner": "h:1:abcdef012345:1", "fence": "1700000000000000",
+            "started": "1700000000001", "duration": "0.5", "outcome": "succeeded", "error": ""}
+
+
+def test_the_history_record_is_written_in_the_finish_script_itself(backend, client):
+    (state,) = register_due(backend, "job")
+    (claimed,) = backend.claim("i", [request(state)], LONG, 0).claims
+    evalsha, evals, loads = script_calls(client)
+    pushes = int(client.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+    backend.finish([Outcome(lease(claimed), False, "boom", 0.5, history_limit=3)])
+    # one script call, which pushed the record on the job's list and the group's
+    assert script_calls(client) == (evalsha + 1, evals, loads)
+    assert int(client.info("commandstats")["cmdstat_lpush"]["calls"]) == pushes + 2
+    assert client.lrange(HISTORY_KEY, 0, -1) == client.lrange(GROUP_HISTORY_KEY, 0, -1)
+
+
+def test_history_records_are_plain_json_text_under_hash_tagged_keys(backend, redis_server,
+                                                                    client):
+    finished_once(backend, succeeded=False, error="bad <b>", duration=0.25)
+    assert {key for key in client.keys("*") if "history" in key} == {HISTORY_KEY,
+                                                                       GROUP_HISTORY_KEY}
+    raw = redis_server.client()
+    (stored,) = raw.lrange(HISTORY_KEY.encode(), 0, -1)
+    raw.close()
+    assert not stored.startswith(b"\x80")  # no pickle
+    record = json.loads(stored.decode("utf-8"))
+    assert record.pop("v") == 1
+    assert all(isinstance(value, str) for value in record.values())
+    assert (record["outcome"], record["error"], record["duration"]) == ("failed", "bad <b>",
+                                                                        "0.25")
+
+
+def test_the_job_list_is_trimmed_in_the_same_call(backend, client):
+    for _ in range(4):
+        finished_once(backend, history_limit=2)
+    assert client.llen(HISTORY_KEY) == 2 and client.llen(GROUP_HISTORY_KEY) == 4
+
+
+def _broken(**changes: object) -> str:
+    record = valid_record()
+    record.update(changes)
+    return json.dumps({key: value for key, value in record.items() if value is not None})
+
+
+GARBAGE = {
+    "not json": "not json",
+    "a JSON list": json.dumps(["job"]),
+    "another layout": _broken(v=2),
+    "a missing field": _broken(owner=None),
+    "a number for text": _broken(fence=17),
+    "a float fence": _broken(fence="1e5"),
+    "an unknown kind": _broken(kind="evil"),
+    "an unknown outcome": _broken(outcome="exploded"),
+    "a date past 9999": _broken(scheduled="99999999999999999"),
+    "attempt zero": _broken(attempt="0"),
+    "a nan duration": _broken(duration="nan"),
+    "a negative duration": _broken(duration="-1"),
+    "an error past its bound": _broken(error="x" * 2_001),
+    "an empty job name": _broken(job=""),
+    "deep nesting": "[" * 100_000,
+}
+
+
+def test_records_not_of_our_form_are_skipped_and_logged(backend, client, redis_server, caplog):
+    # Given the job's history key holding garbage around one valid record
+    client.rpush(HISTORY_KEY, *GARBAGE.values(), json.dumps(valid_record()))
+    raw = redis_server.client()
+    raw.rpush(HISTORY_KEY.encode(), b"\xff\xfe invalid utf-8", b"\x80\x04\x95 pickle")
+    raw.close()
+
+    # When it is read
+    with caplog.at_level(logging.WARNING, logger="pyscheduler.redis"):
+        records = backend.history("job", 100)
+
+    # Then only the valid record comes back, and one line says what was skipped
+    assert [(r.job, r.fence, r.duration) for r in records] == [("job", 1700000000000000, 0.5)]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert f"skipped {len(GARBAGE) + 2} record(s)" in line and HISTORY_KEY in line
+
+
+def test_a_history_key_of_another_type_reads_as_empty_and_is_replaced(backend, client, caplog):
+    client.hset(HISTORY_KEY, "not", "a list")
+    with caplog.at_level(logging.WARNING, logger="pyscheduler.redis"):
+        assert backend.history("job", 10) == []
+    assert "holds no list" in caplog.text
+    finished_once(backend)
+    assert client.type(HISTORY_KEY) == "list" and len(backend.history("job", 10)) == 1
+
+
+def test_remove_leaves_garbage_in_the_group_list_to_the_readers(backend, client):
+    finished_once(backend)
+    client.rpush(GROUP_HISTORY_KEY, "garbage")
+    assert backend.remove("job")
+    assert client.exists(HISTORY_KEY) == 0
+    assert client.lrange(GROUP_HISTORY_KEY, 0, -1) == ["garbage"]
+    assert backend.history(None, 10) == []

@@ -6,8 +6,8 @@
 --       the hash tag), then the requests as a JSON array of arrays of 9 values: name, owner,
 --       expected_due_ms, expected_next_run_ms, scheduled_ms, following_ms, misfire_grace_ms
 --       ('' = none for the last four), max_recoveries, definition version ('' = any);
---       optionally the outcomes to record
---       first, as finish takes them
+--       optionally the outcomes to record first, as finish takes them, followed by the
+--       run-history arguments (see history_args in common.lua)
 -- Returns {{claimed, finished}, corrupt}: finished is what finish_outcomes returns for the
 -- outcomes, and claimed the JSON array
 -- [now_ms, claims, refused, due, skipped, abandoned, members_epoch, removals_epoch]:
@@ -101,7 +101,7 @@ local rows = cjson.decode(ARGV[5])
 local finished = {}
 if ARGV[6] then
   -- First, so that what they change (a retry due at once, a job settled) is what is claimed.
-  finished = finish_outcomes(cjson.decode(ARGV[6]), #rows, now_ms)
+  finished = finish_outcomes(cjson.decode(ARGV[6]), #rows, now_ms, history_args(7))
 end
 
 local requested, distinct = {}, 0

@@ -44,7 +44,7 @@ local KINDS = {[''] = true, regular = true, retry = true, recovery = true, manua
 local STATE_FIELDS = {
   'v', 'next_run', 'due', 'paused', 'fence', 'run_count', 'failure_count',
   'consecutive_failures', 'last_run', 'last_success', 'last_error', 'last_duration', 'status',
-  'scheduled', 'attempt', 'last_failed'}
+  'scheduled', 'attempt', 'last_failed', 'owner'}
 
 -- A stored job's state reply, with its description last.
 local function state_reply(key)
@@ -272,16 +272,66 @@ local function settle(job, succeeded, err, now_ms)
   job.status, job.retry_at, job.recoveries, job.lease_until = '', nil, 0, nil
 end
 
+-- text cut to at most max bytes at a UTF-8 character boundary (where no continuation byte,
+-- 0x80-0xBF, follows), so that what is kept decodes.
+local function cut_utf8(text, max)
+  if #text <= max then return text end
+  local cut = max
+  while cut > 0 do
+    local byte = string.byte(text, cut + 1)
+    if byte < 128 or byte >= 192 then break end
+    cut = cut - 1
+  end
+  return string.sub(text, 1, cut)
+end
+
+-- Push value on the list at key and keep its first limit items, in one transition with the
+-- rest. A value of another type under our key (not ours) is replaced, never fatal.
+local function push_bounded(key, value, limit)
+  local pushed = redis.pcall('LPUSH', key, value)
+  if type(pushed) == 'table' and pushed.err then
+    redis.call('DEL', key)
+    redis.call('LPUSH', key, value)
+  end
+  redis.call('LTRIM', key, 0, limit - 1)
+end
+
+-- The run-history arguments of finish and claim, from ARGV[first] on: the key prefix of the
+-- per-job lists ('{pfx}:history:', + the job's name), the group's list, its bound, and the
+-- bound of an error text in bytes. The keys are derived, not passed: they carry the group's
+-- hash tag, so they live in the job keys' Cluster slot.
+local function history_args(first)
+  return {prefix = ARGV[first], group = ARGV[first + 1],
+          group_limit = tonumber(ARGV[first + 2]), error_bytes = tonumber(ARGV[first + 3])}
+end
+
+-- Record a finished attempt in the run history, if its outcome row asks for it: one JSON
+-- object of text values (RedisBackend's _parse_run reads it back), pushed on the job's list
+-- and the group's, each trimmed to its bound.
+local function record_run(job, o, history)
+  local limit = tonumber(o[10])
+  if history == nil or limit == nil or limit <= 0 then return end
+  local record = cjson.encode({
+    v = 1, job = job.name, scheduled = fmt(job.scheduled), attempt = fmt(job.attempt),
+    kind = job.kind, owner = job.owner, fence = fmt(job.fence), started = fmt(job.claimed_at),
+    duration = o[6], outcome = o[9], error = cut_utf8(o[5], history.error_bytes)})
+  push_bounded(history.prefix .. job.name, record, limit)
+  push_bounded(history.group, record, history.group_limit)
+end
+
 -- Record outcomes, each if its token and fence still own the occurrence. rows[i] = {name,
 -- owner, fence, succeeded (0/1), error, duration (seconds, a decimal string),
--- retry_delay_ms ('' = settle the occurrence), still_running (0/1)}, for the job whose keys are pair offset + i.
+-- retry_delay_ms ('' = settle the occurrence), still_running (0/1), outcome (succeeded,
+-- failed, timed_out), history_limit (0 = no history record)}, for the job whose keys are
+-- pair offset + i; history is history_args().
 -- Returns per row the job's new state (stored_reply), or 0 if the outcome is stale (then
 -- nothing was written).
-local function finish_outcomes(rows, offset, now_ms)
+local function finish_outcomes(rows, offset, now_ms, history)
   local states = {}
   for i, o in ipairs(rows) do
     local job = fetch(o[1], job_keys(offset + i))
     if owns(job, o[2], tonumber(o[3])) then
+      record_run(job, o, history)
       local succeeded, err, retry_delay = tonumber(o[4]) == 1, o[5], opt_int(o[7])
       release(job)
       job.run_count = job.run_count + 1
