@@ -64,7 +64,7 @@ from .job import Job
 from .lock import DistributedLock
 from .observability import SafeHooks
 from .outcomes import OutcomeQueue, decide_outcome
-from .ownership import Ownership
+from .ownership import Ownership, jobs_digest
 from .schedules import OnceSchedule, latest_due_ms
 
 __all__ = ["Claimer", "job_definition"]
@@ -385,9 +385,16 @@ class Claimer:
     def members_heard(self, instances: list[InstanceInfo]) -> None:
         """A heartbeat's answer (on the refresher's thread): the tick follows it next pass."""
         if self.config.takeover_seconds > 0:  # 0: every instance claims everything on time
-            self._heard = [(info.instance_id, info.last_heartbeat_ms) for info in instances]
+            mine = self.jobs_digest()
+            self._heard = [(info.instance_id, info.last_heartbeat_ms) for info in instances
+                           if info.jobs_digest in ("", mine)]
             self._heard_new = True
             self.wake.set()
+
+    def jobs_digest(self) -> str:
+        """The fingerprint of this instance's jobs, which its heartbeat carries."""
+        return jobs_digest((entry.job.name, entry.job.definition_version)
+                           for entry in self._index.entries())
 
     def _suspect(self, claim: Claim, owner: str, due_ms: int, now_ms: int) -> None:
         """An owner let an occurrence go ``takeover_delay`` overdue: crashed, frozen, cut off,
