@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
 from datetime import datetime
@@ -352,7 +353,12 @@ class Scheduler:
         :returns: whether that happened within ``timeout``.
         """
         seconds = None if timeout is None else to_seconds(timeout, "timeout")
-        return self.executor.wait_idle(seconds)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        if not self.executor.wait_idle(seconds):
+            return False
+        # A result handed over may still wait for the claim it travels with.
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._claimer.outcomes.wait_recorded(left)
 
     def stop(self, timeout: Optional[Duration] = None) -> ShutdownReport:
         """Stop claiming, wait for running handlers up to ``timeout``, then cancel the rest.
