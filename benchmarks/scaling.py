@@ -13,7 +13,7 @@ occurrence: script calls (``evalsha``/``eval``/``fcall`` and their ``_ro`` forms
 commands, Redis CPU (``used_cpu_user + used_cpu_sys``), plus the client CPU of all instances,
 and from the merged histories: executed, duplicates, missed and start lateness.
 
-The target (for a later redesign): at 8 instances, script calls and Redis CPU per occurrence
+The target (met since jobs have owners): at 8 instances, script calls and Redis CPU per occurrence
 within 1.25x of one instance, no duplicate, none missed.
 
 ``python -m benchmarks.scaling [--quick] [--instances 1,2,4,8] [--jobs 300] [--every 1]
