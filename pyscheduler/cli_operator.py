@@ -341,18 +341,18 @@ def _next(args: argparse.Namespace) -> int:
     now = _now()
     after = args.after or now
     found = _occurrences(schedule, after, args.count)
-    zone = schedule.tz if isinstance(schedule, CronSchedule) else None
+    local = schedule.tz if isinstance(schedule, CronSchedule) and args.tz else None
     described = describe_schedule(schedule.describe())
     if args.json:
         _emit_json({"expression": args.expr, "schedule": described,
                     "after": iso(after), "next": [iso(at) for at in found]})
         return _OK
     if not found:
-        _say(f"{described}: no occurrence after {terminal.instant(after)}")
+        _say(f"{described}: no occurrence after {terminal.instant(after, precise=True)}")
         return _OK
-    headers = ["UTC"] + ([f"LOCAL ({args.tz})"] if args.tz else [])
-    rows = [[terminal.when(at, now)] + ([at.astimezone(zone).isoformat()] if args.tz else [])
-            for at in found]
+    headers = ["UTC"] + ([f"LOCAL ({terminal.printable(args.tz)})"] if local else [])
+    rows = [[terminal.when(at, now, precise=True)]
+            + ([at.astimezone(local).isoformat()] if local else []) for at in found]
     _say(f"next {len(found)} of {described}:\n{terminal.table(headers, rows)}")
     return _OK
 

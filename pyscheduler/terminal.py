@@ -27,6 +27,9 @@ _GAP = "  "
 
 #: (seconds in the unit, its name), largest first, for :func:`ago`.
 _UNITS = ((86_400, "d"), (3_600, "h"), (60, "min"), (1, "s"))
+#: Units shown with the next smaller one ("2 d 5 h", "1 h 30 min"): "2 d" alone would be a
+#: day off, where "5 min" is close enough.
+_WITH_NEXT_UNIT = frozenset({"d", "h"})
 
 
 def printable(text: str) -> str:
@@ -47,34 +50,41 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
 
 
-def instant(value: Optional[datetime]) -> str:
-    """An instant as UTC ISO 8601 with a ``Z`` (to the second, or the millisecond when it has
-    a fraction), or ``-`` for none: ``2026-12-02T10:00:00Z``."""
+def instant(value: Optional[datetime], precise: bool = False) -> str:
+    """An instant as UTC ISO 8601 with a ``Z``, to the second (``2026-12-02T10:00:00Z``;
+    ``precise``: to the millisecond when it has a fraction), or ``-`` for none."""
     if value is None:
         return "-"
     utc = value.astimezone(timezone.utc)
-    text = utc.isoformat(timespec="milliseconds" if utc.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
+    spec = "milliseconds" if precise and utc.microsecond else "seconds"
+    return utc.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
-def when(value: Optional[datetime], now: datetime) -> str:
+def when(value: Optional[datetime], now: datetime, precise: bool = False) -> str:
     """:func:`instant` followed by how far it is from ``now``:
     ``2026-12-02T10:00:00Z (in 5 min)``, ``... (3 h ago)``; ``-`` for none."""
     if value is None:
         return "-"
-    return f"{instant(value)} ({ago(value, now)})"
+    return f"{instant(value, precise)} ({ago(value, now)})"
 
 
 def ago(value: datetime, now: datetime) -> str:
-    """How far ``value`` is from ``now``, in its largest whole unit: ``in 5 min``,
-    ``3 h ago``, ``now`` (within a second)."""
+    """How far ``value`` is from ``now``: ``in 5 min``, ``3 h 10 min ago``, ``in 2 d 5 h``,
+    ``now`` (within a second). Parts are whole units, rounded down."""
     delta = (value - now).total_seconds()
-    distance = abs(delta)
-    if distance < 1:
+    left = int(abs(delta))
+    if left < 1:
         return "now"
-    size, unit = next((size, unit) for size, unit in _UNITS if distance >= size)
-    amount = f"{int(distance // size)} {unit}"
-    return f"in {amount}" if delta > 0 else f"{amount} ago"
+    index = next(index for index, (size, _) in enumerate(_UNITS) if left >= size)
+    size, unit = _UNITS[index]
+    amount, left = divmod(left, size)
+    parts = [f"{amount} {unit}"]
+    if unit in _WITH_NEXT_UNIT:
+        smaller, smaller_unit = _UNITS[index + 1]
+        if left // smaller:
+            parts.append(f"{left // smaller} {smaller_unit}")
+    text = " ".join(parts)
+    return f"in {text}" if delta > 0 else f"{text} ago"
 
 
 def seconds(value: Optional[float]) -> str:

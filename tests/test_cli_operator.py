@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -35,6 +36,7 @@ from pyscheduler import (
 )
 from pyscheduler.errors import InvalidScheduleError
 from tests.helpers import START, Schedulers, step
+from tests.readme_samples import README
 from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,28 +115,40 @@ def fails_once(ctx: JobContext) -> None:
         raise RuntimeError(HOSTILE)
 
 
+def start_group(server: RedisServer, schedulers: Schedulers, prefix: str,
+                *jobs: Job) -> tuple[Scheduler, FakeClock, Control]:
+    """A stepped scheduler of the group ``prefix`` with the job "report" (which fails each
+    first attempt and succeeds on its retry) and ``jobs``, after "report" was triggered and
+    both its attempts ran; and a Control on the group (closed by the caller)."""
+    clock = FakeClock(START)
+    scheduler = schedulers.stepped(clock, RedisBackend.from_url(server.url, key_prefix=prefix),
+                                   instance_id="host-a:1")
+    policy = RetryPolicy(max_retries=1, initial_interval=0.001, strategy=RetryStrategy.FIXED)
+    scheduler.register(Job("report", IntervalSchedule(HOUR), fails_once, retry_policy=policy))
+    for job in jobs:
+        scheduler.register(job)
+    scheduler.start(background=False)
+    control = Control.from_url(server.url, key_prefix=prefix)
+    control.trigger("report")
+    for _ in range(20):
+        for _ in range(3):
+            clock.advance(5)
+            step(scheduler)
+        if len(control.history("report")) == 2:
+            break
+    assert len(control.history("report")) == 2
+    return scheduler, clock, control
+
+
 @pytest.fixture
 def group(redis_server: RedisServer, schedulers: Schedulers) -> Iterator[Group]:
     # Given a scheduler of the group "ops" with two jobs: "report" failed once and then
     # succeeded on its retry, "cleanup" is paused and never ran
-    clock = FakeClock(START)
-    scheduler = schedulers.stepped(clock, RedisBackend.from_url(redis_server.url,
-                                                                key_prefix=PREFIX),
-                                   instance_id="host-a:1")
-    policy = RetryPolicy(max_retries=1, initial_interval=0.001, strategy=RetryStrategy.FIXED)
-    scheduler.register(Job("report", IntervalSchedule(HOUR), fails_once, retry_policy=policy))
-    scheduler.register(Job("cleanup", CronSchedule("0 3 * * *", "Europe/Paris"),
-                           lambda: None, enabled=False))
-    scheduler.start(background=False)
-    with Control.from_url(redis_server.url, key_prefix=PREFIX) as control:
-        live = Group(redis_server, scheduler, clock, control)
-        control.trigger("report")
-        for _ in range(20):
-            live.settle()
-            if len(control.history("report")) == 2:
-                break
-        assert len(control.history("report")) == 2
-        yield live
+    scheduler, clock, control = start_group(
+        redis_server, schedulers, PREFIX,
+        Job("cleanup", CronSchedule("0 3 * * *", "Europe/Paris"), lambda: None, enabled=False))
+    with control:
+        yield Group(redis_server, scheduler, clock, control)
 
 
 # -- reading the group ---------------------------------------------------------------------------
@@ -545,3 +559,80 @@ def test_a_bad_zone_exits_2_naming_it():
 def test_an_interval_takes_no_zone():
     line = one_error_line(pyscheduler("next", "every:30", "--tz", "Europe/Paris"), 2)
     assert "--tz does not apply to 'every:30'" in line
+
+
+# -- README.rst ------------------------------------------------------------------------------
+
+
+def readme_section(title: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"{title}\n{'-' * len(title)}\n")
+    end = re.compile(r"^\S.*\n-{3,}$", re.MULTILINE).search(text, start + len(title) * 2 + 2)
+    assert end is not None
+    return text[start:end.start()]
+
+
+def readme_console_lines(title: str) -> list[str]:
+    """The lines of the section's console samples: ``$ command`` lines and their output."""
+    return re.findall(r"^    (\S.*)$", readme_section(title), re.MULTILINE)
+
+
+def sample_output(lines: list[str], command: str) -> list[str]:
+    """The output the README shows under ``$ command``."""
+    start = lines.index(f"$ {command}") + 1
+    end = next((index for index in range(start, len(lines)) if lines[index].startswith("$ ")),
+               len(lines))
+    return lines[start:end]
+
+
+@pytest.mark.redis
+def test_the_readme_operator_examples_work_on_a_live_group(redis_server, schedulers):
+    # Given a group like the README's: "shop", with "report" (failed once, then succeeded),
+    # "cleanup" and a paused "digest"
+    _, _, control = start_group(
+        redis_server, schedulers, "shop",
+        Job("cleanup", CronSchedule("0 3 * * *", "Europe/Paris"), lambda: None),
+        Job("digest", CronSchedule("*/15 * * * *"), lambda: None, enabled=False))
+    lines = readme_console_lines("Operating a group")
+    commands = [line[2:] for line in lines if line.startswith("$ ")]
+    assert len(commands) >= 15
+
+    # When each command of the section runs in turn, as given (the README's Redis address
+    # standing for the test's)
+    env: dict[str, str] = {}
+    outputs: dict[str, str] = {}
+    with control:
+        for command in commands:
+            words = shlex.split(command.replace("redis://localhost:6379/0", redis_server.url))
+            if words[0] == "export":
+                key, _, value = words[1].partition("=")
+                env[key] = value
+                continue
+            assert words[0] == "pyscheduler", command
+            outputs[command] = ok(pyscheduler(*words[1:], env=env))
+
+        # Then they all succeed, and did what the README says
+        assert [job.name for job in control.jobs()] == ["cleanup", "digest"]
+    assert env["PYSCHEDULER_KEY_PREFIX"] == "shop"
+    jobs = json.loads(outputs["pyscheduler jobs --json --redis-url redis://localhost:6379/0 "
+                              "--key-prefix shop"])
+    assert [job["name"] for job in jobs] == ["cleanup", "digest", "report"]
+    assert len(json.loads(outputs["pyscheduler show report --json"])["history"]) == 2
+
+    # And the outputs shown are what the commands print (but for the times)
+    shown_jobs = sample_output(lines, "pyscheduler jobs")
+    real_jobs = outputs["pyscheduler jobs"].splitlines()
+    assert shown_jobs[0].split() == real_jobs[0].split()
+    for shown, real in zip(shown_jobs[1:], real_jobs[1:], strict=True):
+        name, status, schedule = re.split(r"  +", real)[:3]
+        assert re.split(r"  +", shown)[:3] == [name, status, schedule]
+    expr = "pyscheduler next '0 3 * * *' --tz Europe/Paris --count 3"
+    shown_next, real_next = sample_output(lines, expr), outputs[expr].splitlines()
+    assert shown_next[0] == real_next[0] and shown_next[1].split() == real_next[1].split()
+    assert len(shown_next) == len(real_next) == 5
+    assert all(line.split()[-1].endswith("T03:00:00+01:00") or
+               line.split()[-1].endswith("T03:00:00+02:00") for line in real_next[2:])
+    assert json.loads(outputs["pyscheduler next every:90 --count 3 --after "
+                              "2030-01-01T00:00:00Z --json"])["next"] == [
+        "2030-01-01T00:01:30.000+00:00", "2030-01-01T00:03:00.000+00:00",
+        "2030-01-01T00:04:30.000+00:00"]

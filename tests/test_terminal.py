@@ -43,10 +43,13 @@ def test_printable_output_holds_no_control_or_format_character():
     (timedelta(seconds=5), "in 5 s"),
     (timedelta(seconds=-59.5), "59 s ago"),
     (timedelta(minutes=5, seconds=59), "in 5 min"),
-    (timedelta(hours=-3, minutes=-1), "3 h ago"),
-    (timedelta(days=2, hours=23), "in 2 d"),
+    (timedelta(hours=-3, minutes=-1, seconds=-30), "3 h 1 min ago"),
+    (timedelta(hours=2), "in 2 h"),
+    (timedelta(days=2, hours=23, minutes=59), "in 2 d 23 h"),
+    (timedelta(days=-1, minutes=-5), "1 d ago"),
+    (timedelta(days=1125), "in 1125 d"),
 ])
-def test_ago_is_the_largest_whole_unit(offset, text):
+def test_ago_is_whole_units_the_largest_two_for_days_and_hours(offset, text):
     assert terminal.ago(NOW + offset, NOW) == text
 
 
@@ -55,7 +58,10 @@ def test_when_is_utc_iso_with_z_and_the_distance():
     at = datetime(2030, 1, 1, 13, 5, tzinfo=paris)  # 12:05 UTC
     assert terminal.when(at, NOW) == "2030-01-01T12:05:00Z (in 5 min)"
     assert terminal.when(None, NOW) == "-"
-    assert terminal.instant(NOW + timedelta(milliseconds=250)) == "2030-01-01T12:00:00.250Z"
+    later = NOW + timedelta(milliseconds=250)
+    assert terminal.instant(later) == "2030-01-01T12:00:00Z"
+    assert terminal.instant(later, precise=True) == "2030-01-01T12:00:00.250Z"
+    assert terminal.instant(NOW, precise=True) == "2030-01-01T12:00:00Z"
 
 
 def test_seconds():
