@@ -119,7 +119,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the process exit code."""
     args = make_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        code = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be told apart
+    except BrokenPipeError:
+        # The reader of stdout went away (`pyscheduler history | head -3`): no traceback for
+        # that. stdout now points to devnull, or the interpreter's own flush at exit fails too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _FAILED
+    return code
 
 
 def _add_run(commands: Commands) -> None:

@@ -290,7 +290,11 @@ def _confirm(question: str) -> bool:
     # The question goes to stderr: stdout stays the command's output, e.g. for --json.
     sys.stderr.write(question)
     sys.stderr.flush()
-    answer = sys.stdin.readline()
+    try:
+        answer = sys.stdin.readline()  # "" at end of input: no
+    except KeyboardInterrupt:  # Ctrl-C at the prompt is a no, not a traceback
+        sys.stderr.write("\n")
+        return False
     return answer.strip().lower() in ("y", "yes")
 
 

@@ -636,3 +636,21 @@ def test_the_readme_operator_examples_work_on_a_live_group(redis_server, schedul
                               "2030-01-01T00:00:00Z --json"])["next"] == [
         "2030-01-01T00:01:30.000+00:00", "2030-01-01T00:03:00.000+00:00",
         "2030-01-01T00:04:30.000+00:00"]
+
+
+def test_a_reader_that_goes_away_is_no_traceback():
+    # Given a command whose stdout is a pipe nobody reads any more (`... | head -1`)
+    clean = {key: value for key, value in os.environ.items()
+             if not key.startswith("PYSCHEDULER_")}
+    clean["PYTHONPATH"] = str(ROOT)
+    process = subprocess.Popen([sys.executable, "-m", "pyscheduler", "next", "every:1",
+                                "--count", "1000"], env=clean, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+
+    # Then it exits 1 without a word on stderr
+    with process.stderr:
+        stderr = process.stderr.read()
+    assert process.wait(timeout=WAIT) == 1
+    assert stderr == ""
