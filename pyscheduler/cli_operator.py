@@ -51,6 +51,8 @@ _ERROR_WIDTH = 60
 #: Most occurrences ``next`` computes.
 _MAX_COUNT = 1_000
 _EVERY = "every:"
+_EXIT_STATUS = ("exit status: 0 done; 1 no such job, or the Redis cannot be reached or "
+                "refuses (one line on stderr says which); 2 bad command line")
 
 
 # -- connection and output ---------------------------------------------------------------------
@@ -82,15 +84,25 @@ def _open(args: argparse.Namespace) -> Control:
     prefix used, for messages."""
     from .control import Control
 
-    url = args.redis_url or os.environ.get(_URL_VARIABLE) or DEFAULT_REDIS_URL
-    args.key_prefix = args.key_prefix or os.environ.get(_PREFIX_VARIABLE) or _DEFAULT_PREFIX
+    # An option given empty is refused by from_url (exit 2); a variable set empty is unset.
+    url = _given(args.redis_url, _URL_VARIABLE, DEFAULT_REDIS_URL)
+    args.key_prefix = _given(args.key_prefix, _PREFIX_VARIABLE, _DEFAULT_PREFIX)
     return Control.from_url(url, key_prefix=args.key_prefix)
+
+
+def _given(option: Optional[str], variable: str, default: str) -> str:
+    return option if option is not None else os.environ.get(variable) or default
 
 
 def _address(control: Control, args: argparse.Namespace) -> str:
     """Where the group is, for messages: the Redis address (no credentials) and prefix."""
     where = str(getattr(control.backend, "address", control.backend))
-    return f"{where} (key prefix {terminal.printable(repr(args.key_prefix))})"
+    return f"{where} (key prefix {_quoted(args.key_prefix)})"
+
+
+def _quoted(text: str) -> str:
+    """``text`` quoted for a message, its control characters escaped."""
+    return terminal.printable(repr(text))
 
 
 def _emit_json(document: object) -> None:
@@ -124,8 +136,8 @@ def _against_group(action: Callable[[Control, argparse.Namespace], int]
         try:
             return action(control, args)
         except JobNotFoundError as exc:
-            _error(args.command, f"no job named {terminal.printable(repr(exc.job_name))} in "
-                   f"the group at {_address(control, args)}")
+            _error(args.command, f"no job named {_quoted(exc.job_name)} in the group at "
+                   f"{_address(control, args)}")
             return _FAILED
         except BackendError as exc:  # unreachable, refused (auth, ACL), or bad data there
             _error(args.command, _one_line(str(exc)))
@@ -267,16 +279,16 @@ def _operation(name: str, done: str) -> Callable[[Control, argparse.Namespace], 
 
 
 def _remove(control: Control, args: argparse.Namespace) -> int:
-    name = terminal.printable(args.name)
+    name, quoted = terminal.printable(args.name), _quoted(args.name)
     control.job(args.name)  # an unknown name says so before anything is asked
     if not args.yes:
         if not sys.stdin.isatty():
-            _error("remove", f"not removing {name!r} without confirmation: stdin is not a "
+            _error("remove", f"not removing {quoted} without confirmation: stdin is not a "
                    "terminal; pass --yes to remove it")
             return _USAGE
-        if not _confirm(f"Remove job {name!r}, its state and its run history from the group "
+        if not _confirm(f"Remove job {quoted}, its state and its run history from the group "
                         f"at {_address(control, args)}? [y/N] "):
-            _error("remove", f"{name!r} not removed")
+            _error("remove", f"{quoted} not removed")
             return _FAILED
     control.remove(args.name)
     if args.json:
@@ -410,7 +422,7 @@ class _Command:
     def __call__(self, commands: Commands) -> None:
         """Add the command to ``commands`` (the top parser's subparsers)."""
         parser = commands.add_parser(self.name, help=self.help, description=self.description,
-                                     parents=[_connection_options()])
+                                     epilog=_EXIT_STATUS, parents=[_connection_options()])
         self.add_arguments(parser)
         parser.set_defaults(handler=self.handler)
 
@@ -496,7 +508,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     _Command("remove", "remove a job, its state and its history",
              _describe("Remove a job, its state and its run history from the group (a "
                        "scheduler that registers it again re-creates it). Asks first on a "
-                       "terminal; --yes otherwise."), _remove_arguments,
-             _against_group(_remove)),
+                       "terminal (a no exits 1); elsewhere it needs --yes (exits 2 without)."),
+             _remove_arguments, _against_group(_remove)),
     _add_next,
 )

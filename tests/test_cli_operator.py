@@ -440,6 +440,8 @@ BAD_ARGUMENTS = [
     ["show", "report", "--limit", "1.5"],
     ["jobs", "--colour"],
     ["jobs", "--redis-url", "nosuchscheme://localhost"],
+    ["jobs", "--redis-url", ""],
+    ["jobs", "--key-prefix", ""],
     ["next"],
     ["next", "0 * * * *", "--count", "0"],
     ["next", "0 * * * *", "--after", "yesterday"],
@@ -654,3 +656,9 @@ def test_a_reader_that_goes_away_is_no_traceback():
         stderr = process.stderr.read()
     assert process.wait(timeout=WAIT) == 1
     assert stderr == ""
+
+
+@pytest.mark.redis
+def test_a_name_with_terminal_escapes_is_shown_escaped(group):
+    line = one_error_line(group.run("show", "\x1b[2Jgone"), 1)
+    assert "\x1b" not in line and "no job named '\\x1b[2Jgone'" in line
