@@ -6,7 +6,9 @@ any machine that reaches its Redis, with no scheduler running there.
 prints the next occurrences of a schedule, with no backend at all. Each command prints an
 aligned table for people, or with ``--json`` one JSON document for scripts (the
 ``to_dict()`` of what the library returns). This module only wires the command line to the
-library: :mod:`pyscheduler.cli` registers each command from :data:`COMMANDS`.
+library: :mod:`pyscheduler.cli` registers each command from :data:`COMMANDS`; another
+command on a group takes its options and its Control from :func:`connection_options` and
+:func:`open_control`.
 
 Exit codes: 0 done; 1 an unknown job, or a backend that cannot be reached or refused (one
 line on stderr naming the job or the address, no traceback); 2 a bad command line.
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["COMMANDS", "DEFAULT_REDIS_URL"]
+__all__ = ["COMMANDS", "DEFAULT_REDIS_URL", "connection_options", "open_control"]
 
 _Item = TypeVar("_Item")
 
@@ -58,9 +60,10 @@ _EXIT_STATUS = ("exit status: 0 done; 1 no such job, or the Redis cannot be reac
 # -- connection and output ---------------------------------------------------------------------
 
 
-def _connection_options() -> argparse.ArgumentParser:
-    """--redis-url, --key-prefix and --json: after the verb, on every command that reads the
-    group (a parent parser, so that each command's --help lists them)."""
+def connection_options() -> argparse.ArgumentParser:
+    """--redis-url and --key-prefix, for every command on a group: a parent parser
+    (``add_parser(..., parents=[connection_options()])``), so that the options go after the
+    verb and each command's --help lists them. :func:`open_control` reads them."""
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("connection")
     group.add_argument("--redis-url", metavar="URL",
@@ -70,7 +73,6 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument("--key-prefix", metavar="PREFIX",
                        help=f"the group's key prefix (default: ${_PREFIX_VARIABLE}, else "
                        f"{_DEFAULT_PREFIX})")
-    _json_option(options)
     return options
 
 
@@ -79,9 +81,12 @@ def _json_option(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON document (UTC ISO 8601 times) instead of a table")
 
 
-def _open(args: argparse.Namespace) -> Control:
-    """The Control the options (or the environment) name; ``args.key_prefix`` is set to the
-    prefix used, for messages."""
+def open_control(args: argparse.Namespace) -> Control:
+    """The Control that the :func:`connection_options` (or the environment) name;
+    ``args.key_prefix`` is set to the prefix used, for messages.
+
+    :raises ConfigError: the URL or the prefix cannot be used (a bad command line).
+    """
     from .control import Control
 
     # An option given empty is refused by from_url (exit 2); a variable set empty is unset.
@@ -129,7 +134,7 @@ def _against_group(action: Callable[[Control, argparse.Namespace], int]
 
     def handler(args: argparse.Namespace) -> int:
         try:
-            control = _open(args)
+            control = open_control(args)
         except ConfigError as exc:  # a URL or prefix that cannot be used: the command line's
             _error(args.command, _one_line(str(exc)))
             return _USAGE
@@ -422,7 +427,8 @@ class _Command:
     def __call__(self, commands: Commands) -> None:
         """Add the command to ``commands`` (the top parser's subparsers)."""
         parser = commands.add_parser(self.name, help=self.help, description=self.description,
-                                     epilog=_EXIT_STATUS, parents=[_connection_options()])
+                                     epilog=_EXIT_STATUS, parents=[connection_options()])
+        _json_option(parser)
         self.add_arguments(parser)
         parser.set_defaults(handler=self.handler)
 
