@@ -1,10 +1,11 @@
-"""The ``pyscheduler`` command: ``run MODULE:ATTR`` and ``demo``.
+"""The ``pyscheduler`` command: ``run MODULE:ATTR``, ``demo``, and the operator's commands
+(``jobs``, ``show``, ``pause``... in :mod:`pyscheduler.cli_operator`).
 
 ``pyscheduler run`` makes a dedicated scheduler process out of any application's
 :class:`~pyscheduler.Scheduler`: it imports the target, starts it, and turns SIGTERM or
 SIGINT into a graceful :meth:`~pyscheduler.Scheduler.stop`. ``pyscheduler demo`` runs a short
 demonstration on the in-memory backend. This module is not an API: it only wires the command
-line to the library.
+line to the library, one entry of ``_COMMANDS`` per command.
 
 Logging is configured here and only here: a library never configures handlers on import.
 """
@@ -20,12 +21,15 @@ import sys
 import threading
 import traceback
 from datetime import timedelta
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
+from .cli_operator import COMMANDS as OPERATOR_COMMANDS
 from .foreground import StopSignals
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
+
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = ["main", "make_parser"]
 
@@ -45,6 +49,24 @@ examples:
   pyscheduler run myapp.jobs:make_scheduler --log-level DEBUG
   pyscheduler demo --duration 5            a 5-second demo on the in-memory backend
   python -m pyscheduler run ...            the same without the console script
+
+operating a group (on its Redis; no scheduler needed here):
+  export PYSCHEDULER_REDIS_URL=redis://localhost:6379/0   (or --redis-url URL after the
+  export PYSCHEDULER_KEY_PREFIX=shop                        command; --key-prefix PREFIX)
+  pyscheduler jobs                         every job: status, next and last run, holder
+  pyscheduler jobs --json                  the same as one JSON document, for scripts
+  pyscheduler show report                  one job's state and its recent runs
+  pyscheduler history [report] --limit 20  finished runs, newest first
+  pyscheduler instances                    the live schedulers of the group
+  pyscheduler pause report                 pause it for the whole group (resume: undo)
+  pyscheduler resume report
+  pyscheduler trigger report               run it now, once, wherever it is claimed first
+  pyscheduler remove report --yes          remove it (asks first without --yes)
+  pyscheduler next '0 3 * * *' --tz Europe/Paris   when a cron expression fires
+  pyscheduler next every:90 --count 3
+
+exit status: 0 done, 1 unknown job or backend unreachable/refusing (one line on stderr),
+2 bad command line.
 
 'pyscheduler COMMAND --help' describes each command."""
 
@@ -75,7 +97,11 @@ _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """The argument parser, kept apart from :func:`main` so it can be tested and documented."""
+    """The argument parser, kept apart from :func:`main` so it can be tested and documented.
+
+    Each command is added by one function of :data:`_COMMANDS`, which sets its ``handler``
+    (called with the parsed arguments, returning the exit code).
+    """
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="pyscheduler", description=_DESCRIPTION,
@@ -84,6 +110,27 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pyscheduler {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, title="commands",
                                      metavar="COMMAND")
+    for add_command in _COMMANDS:
+        add_command(commands)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = make_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        code = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be told apart
+    except BrokenPipeError:
+        # The reader of stdout went away (`pyscheduler history | head -3`): no traceback for
+        # that. stdout now points to devnull, or the interpreter's own flush at exit fails too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _FAILED
+    return code
+
+
+def _add_run(commands: Commands) -> None:
     run = commands.add_parser("run", help="run your application's scheduler until SIGTERM",
                               description=_RUN_DESCRIPTION, epilog=_RUN_EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,30 +143,37 @@ def make_parser() -> argparse.ArgumentParser:
                      help="how long a graceful stop waits for running jobs (default: 25)")
     run.add_argument("--traceback", action="store_true",
                      help="print the traceback when the target cannot be loaded or started")
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not math.isfinite(args.stop_timeout) or args.stop_timeout < 0:
+        print("pyscheduler run: --stop-timeout must be a finite number of seconds >= 0",
+              file=sys.stderr)
+        return _USAGE
+    return run_scheduler(args.target, log_level=args.log_level,
+                         stop_timeout=args.stop_timeout, show_traceback=args.traceback)
+
+
+def _add_demo(commands: Commands) -> None:
     demo = commands.add_parser("demo", help="run a short demo on the in-memory backend",
                                description="Run a few jobs of every kind on the in-memory "
                                "backend, printing each start and finish, then stop.")
     demo.add_argument("--duration", type=float, default=15.0,
                       help="seconds to run before a graceful stop (default: 15)")
-    return parser
+    demo.set_defaults(handler=_demo)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line; returns the process exit code."""
-    args = make_parser().parse_args(argv)
-    if args.command == "run":
-        if not math.isfinite(args.stop_timeout) or args.stop_timeout < 0:
-            print("pyscheduler run: --stop-timeout must be a finite number of seconds >= 0",
-                  file=sys.stderr)
-            return _USAGE
-        return run_scheduler(args.target, log_level=args.log_level,
-                             stop_timeout=args.stop_timeout, show_traceback=args.traceback)
-    if args.command == "demo":
-        if not math.isfinite(args.duration) or args.duration <= 0:
-            print("pyscheduler demo: --duration must be positive and finite", file=sys.stderr)
-            return _USAGE
-        return run_demo(args.duration)
-    return _USAGE  # pragma: no cover - argparse enforces a command
+def _demo(args: argparse.Namespace) -> int:
+    if not math.isfinite(args.duration) or args.duration <= 0:
+        print("pyscheduler demo: --duration must be positive and finite", file=sys.stderr)
+        return _USAGE
+    return run_demo(args.duration)
+
+
+#: Every command, in the order --help lists them: a function that adds its subparser (and
+#: sets its handler). A new command is one more entry here.
+_COMMANDS: tuple[Callable[[Commands], None], ...] = (_add_run, _add_demo, *OPERATOR_COMMANDS)
 
 
 # -- pyscheduler run -------------------------------------------------------------------------

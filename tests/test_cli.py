@@ -102,7 +102,9 @@ def test_python_dash_m_runs_the_same_command_line():
 # -- --help ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["demo", "--help"],
+                                  ["jobs", "--help"], ["remove", "--help"],
+                                  ["next", "--help"]])
 def test_help_is_for_users(argv, capsys):
     # When a user asks for help
     with pytest.raises(SystemExit) as info:
@@ -123,6 +125,10 @@ def test_top_level_help_lists_the_commands_with_examples(capsys):
     assert "run " in out and "demo " in out
     assert "examples:" in out
     assert "pyscheduler run myapp.jobs:scheduler" in out
+    for command in ("jobs", "show", "history", "instances", "pause", "resume", "trigger",
+                    "remove", "next"):
+        assert f"    {command} " in out or f"    {command}\n" in out, command
+        assert f"pyscheduler {command} " in out, command
 
 
 def test_run_options_default_to_info_and_25_seconds():
