@@ -1,0 +1,152 @@
+"""The dashboard served over a real socket: ``make_server`` in a thread, and the
+``pyscheduler dashboard`` command as an OS process, over a real redis-server."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pyscheduler import Control, FakeClock, IntervalSchedule, Job, RedisBackend
+from pyscheduler.cli import make_parser
+from pyscheduler.contrib.dashboard import make_server
+
+from ..helpers import START, WAIT, Schedulers
+
+BOUND = 60.0  # seconds: generous upper bound for a process to start or stop
+
+
+def fetch(url: str, data: dict[str, str] | None = None) -> tuple[int, str]:
+    body = None if data is None else urllib.parse.urlencode(data).encode()
+    try:
+        with urllib.request.urlopen(url, body, timeout=WAIT) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+def shop(redis_server, schedulers: Schedulers) -> Iterator[str]:
+    """A group "shop" on Redis with the job "report", registered by a stepped scheduler;
+    yields the server's URL."""
+    scheduler = schedulers.stepped(FakeClock(START),
+                                   RedisBackend.from_url(redis_server.url, key_prefix="shop"))
+    scheduler.register(Job("report", IntervalSchedule(3600), lambda: None))
+    scheduler.start(background=False)
+    yield redis_server.url
+
+
+@pytest.mark.redis
+def test_make_server_serves_the_pages_and_the_buttons(shop):
+    with Control.from_url(shop, key_prefix="shop") as control, \
+            make_server(control, port=0, log_requests=False) as server:
+        serving = threading.Thread(target=server.serve_forever)
+        serving.start()
+        try:
+            base = f"http://127.0.0.1:{server.server_port}"
+            status, page = fetch(base + "/")
+            assert status == 200 and '<tr data-job="report">' in page
+            token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+            # urllib follows the 303 to the jobs page, which shows the job paused
+            status, page = fetch(base + "/pause", {"csrf": token, "name": "report"})
+            assert status == 200 and "status-paused" in page
+            assert control.job("report").paused
+            assert fetch(base + "/resume", {"name": "report"})[0] == 403
+        finally:
+            server.shutdown()
+            serving.join()
+
+
+# -- pyscheduler dashboard ---------------------------------------------------------------------
+
+
+def test_the_dashboard_command_takes_its_redis_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PYSCHEDULER_REDIS_URL", "redis://example:6379/1")
+    monkeypatch.setenv("PYSCHEDULER_KEY_PREFIX", "shop")
+    args = make_parser().parse_args(["dashboard"])
+    assert (args.redis_url, args.key_prefix, args.host, args.port, args.read_only) == \
+        ("redis://example:6379/1", "shop", "127.0.0.1", 8080, False)
+    args = make_parser().parse_args(["dashboard", "--redis-url", "redis://other/0",
+                                     "--key-prefix", "x", "--port", "0", "--read-only"])
+    assert (args.redis_url, args.key_prefix, args.port, args.read_only) == \
+        ("redis://other/0", "x", 0, True)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items()
+             if not key.startswith("PYSCHEDULER_")}
+    return subprocess.run([sys.executable, "-m", "pyscheduler", "dashboard", *args],
+                          env={**clean, **(env or {})}, capture_output=True, text=True,
+                          timeout=BOUND, check=False)
+
+
+def test_the_dashboard_command_needs_a_redis_url():
+    result = run()
+    assert result.returncode == 2 and "--redis-url" in result.stderr
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--redis-url", "http://nowhere"], "redis_url"),
+    (["--redis-url", "redis://localhost/0", "--key-prefix", ""], "key_prefix"),
+    (["--redis-url", "redis://localhost/0", "--port", "70000"], "--port"),
+])
+def test_the_dashboard_command_refuses_bad_settings_in_one_line(args, error):
+    result = run(*args)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("pyscheduler dashboard: ") and error in line
+
+
+def test_the_dashboard_command_says_when_the_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run("--redis-url", "redis://localhost/0", "--port",
+                     str(taken.getsockname()[1]))
+    assert result.returncode == 1
+    assert result.stderr.startswith("pyscheduler dashboard: error: cannot listen on 127.0.0.1:")
+
+
+def console_script() -> str:
+    script = Path(sys.executable).with_name("pyscheduler")
+    if not script.exists():
+        pytest.skip("the pyscheduler console script is not installed next to sys.executable")
+    return str(script)
+
+
+@pytest.mark.redis
+def test_the_dashboard_command_serves_the_group_until_sigterm(shop):
+    # Given the console script serving the group "shop" on a free port
+    env = {**os.environ, "PYSCHEDULER_REDIS_URL": shop, "PYSCHEDULER_KEY_PREFIX": "shop"}
+    process = subprocess.Popen([console_script(), "dashboard", "--port", "0"], env=env,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        # When it says where it listens
+        line = process.stderr.readline()
+        match = re.search(r"the group 'shop' at (http://127\.0\.0\.1:\d+/)", line)
+        assert match, line
+
+        # Then it serves the group's jobs there
+        status, page = fetch(match.group(1))
+        assert status == 200 and '<tr data-job="report">' in page
+        assert shop not in line  # the URL, which may hold a password, is not printed
+
+        # And SIGTERM stops it, with status 0
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=BOUND) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=BOUND)
+        process.stderr.close()
