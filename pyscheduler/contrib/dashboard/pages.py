@@ -33,7 +33,9 @@ align-items:baseline}
 header a{color:#cfd8ea;text-decoration:none}header a:hover{color:#fff}
 header strong{font-size:1.1em}main{padding:1em 1.2em}
 table{border-collapse:collapse;width:100%;background:#fff}
-th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #e3e6eb;vertical-align:top}
+th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #e3e6eb;vertical-align:top;
+white-space:nowrap}td.name{white-space:normal;word-break:break-all;min-width:10em}
+td.result{white-space:normal;min-width:16em;max-width:30em}
 th{background:#eef0f4;font-weight:600}
 .status{display:inline-block;padding:0 .5em;border-radius:.8em;font-size:.9em;
 background:#e3e6eb}
@@ -100,6 +102,7 @@ def _document(title: str, body: str, links: Links) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        "<link rel=\"icon\" href=\"data:,\">"
         f"<title>{_text(title)} - pyscheduler</title><style>{_CSS}</style></head><body>"
         f"<header><strong>pyscheduler</strong><a href=\"{_text(links.jobs())}\">Jobs</a>"
         f"<a href=\"{_text(links.instances())}\">Instances</a></header>"
@@ -182,10 +185,11 @@ def jobs_page(links: Links, jobs: Sequence[JobInfo],
                    else "")
         rows.append(
             f"<tr data-job=\"{_text(job.name)}\">"
-            f"<td><a href=\"{_text(links.job(job.name))}\">{_text(job.name)}</a></td>"
+            f"<td class=\"name\">"
+            f"<a href=\"{_text(links.job(job.name))}\">{_text(job.name)}</a></td>"
             f"<td>{_status(job)}</td><td>{_text(job.schedule)}</td>"
             f"<td>{_when(job.next_run_at)}</td><td>{_when(job.last_run_at)}</td>"
-            f"<td>{_last_result(job, runs)}</td><td>{job.run_count}</td>"
+            f"<td class=\"result\">{_last_result(job, runs)}</td><td>{job.run_count}</td>"
             f"<td>{job.failure_count}</td><td>{_holder(job)}</td><td>{_strip(runs)}</td>"
             f"{actions}</tr>")
     return _document("Jobs", f"<table>{head}{''.join(rows)}</table>", links)
