@@ -15,9 +15,15 @@ batch of due occurrences. Who claims, and when:
   non-blocking lock, so that together they never claim more than the free slots; whoever
   finds a claim under way leaves a note (``_claim_wanted``) and goes on, and the claimer
   looks again before it lets go, counting the slots freed meanwhile.
+- **Who asks first.** Each job has an owner among the live instances (:mod:`~pyscheduler.
+  ownership`, learnt from the heartbeat): only the owner indexes its due times, so an
+  occurrence costs one claim whatever the size of the group. The others keep it parked.
 - **What nobody here knew.** A claim with slots to spare also *peeks*: the backend reports
-  other due work (retries and ``run_now`` requests made elsewhere, orphans to recover), which
-  enters the index and is claimed next. At least one call per ``tick_interval`` does so.
+  other due work (retries and ``run_now`` requests made elsewhere, orphans to recover). What
+  this instance owns, or what is ``takeover_delay`` overdue (its owner crashed, is busy or
+  lacks the job), enters the index and is claimed next; the rest is left to its owner. At
+  least one call per ``tick_interval`` peeks, and per ``takeover_delay`` when the group has
+  other live instances.
 
 Every answer reconciles the index: a claimed occurrence starts (:meth:`Claimer._start_claim`),
 a refusal tells the job's current due time, a job the backend lost is re-created from this
@@ -44,8 +50,10 @@ from .backends.base import (
     ClaimBatch,
     ClaimRequest,
     DueEntry,
+    InstanceInfo,
     JobDefinition,
     JobState,
+    OccurrenceStatus,
 )
 from .clock import Clock
 from .config import SchedulerConfig
@@ -56,6 +64,7 @@ from .job import Job
 from .lock import DistributedLock
 from .observability import SafeHooks
 from .outcomes import OutcomeQueue, decide_outcome
+from .ownership import Ownership
 from .schedules import OnceSchedule, latest_due_ms
 
 __all__ = ["Claimer", "job_definition"]
@@ -100,11 +109,18 @@ class Claimer:
         self._unanswered_sent = math.inf
         self.outcomes = OutcomeQueue(self.lock.finish, self._after_finish)
         self.failures = 0  # consecutive failed ticks
+        self.ownership = Ownership()
+        #: the live instances' ids from the last heartbeat, until the tick follows them
+        self._members_heard: Optional[list[str]] = None
+        self._members_epoch = -1  # as the last claim answer told it
+        self._removals_epoch = -1  # as the last claim answer told it, once followed
+        self._removals_heard = -1  # as the last claim answer told it
 
     def set_identity(self, instance_id: str, owner_prefix: str) -> None:
         """Owner tokens are ``<owner_prefix><n>``: unique per claim, and per start."""
         self.instance_id, self._owner_prefix = instance_id, owner_prefix
         self._claim_numbers = itertools.count(1)
+        self.ownership.reset(instance_id)
 
     def wait_for_claims(self) -> None:
         """Return once no claim is under way (its runs are then submitted)."""
@@ -114,8 +130,11 @@ class Claimer:
     # -- the tick ----------------------------------------------------------------------------
 
     def step(self) -> float:
-        """One pass of the tick: settle timed-out runs, record waiting results, claim for the
-        free slots. :returns: seconds until the next pass is needed."""
+        """One pass of the tick: follow a change of the live instances, settle timed-out runs,
+        record waiting results, claim for the free slots. :returns: seconds until the next
+        pass is needed."""
+        self._follow_members()
+        self._follow_removals()
         for run in self.executor.expire_overdue(self.clock.monotonic()):
             self._settle_timeout(run)
         self.outcomes.flush()
@@ -206,7 +225,7 @@ class Claimer:
         resent, resent_sent = self._take_unanswered(free)
         requests = resent + self._due_requests(now_ms, free - len(resent))
         now = self.clock.monotonic()
-        if not requests and now - self._last_poll < self.config.tick_seconds:
+        if not requests and now - self._last_poll < self._poll_seconds():
             return  # nothing due here, and the backend was asked recently
         self._last_poll = now
         # Results waiting to be recorded go along: one backend call records them and claims.
@@ -222,6 +241,13 @@ class Claimer:
             raise
         self.outcomes.sent(outcomes, states)
         self._offset_ms = batch.now_ms - int(self.clock.time() * 1000)
+        if batch.members_epoch != self._members_epoch:
+            # An instance joined or left: the heartbeat's answer says who is live now.
+            self._members_epoch = batch.members_epoch
+            self.lock.heartbeat_soon()
+        if batch.removals_epoch != self._removals_epoch:
+            self._removals_heard = batch.removals_epoch  # the tick follows it next pass
+            self.wake.set()
         self._apply_batch(batch, sent, frozenset(request.owner for request in resent),
                           resent_sent)
 
@@ -279,10 +305,15 @@ class Claimer:
             self._start_claim(claim, resent_sent if claim.owner in resent else sent)
         if batch.refused or batch.due:
             claimed = {claim.job_name for claim in batch.claims}
-            for due in batch.refused + batch.due:
+            for due in batch.refused:
                 entry = self._index.get(due.name)
                 if entry is not None and due.name not in claimed:
                     self.apply_due(entry, due)
+            for due in batch.due:  # peeked: the owner's to take, or anyone's once overdue
+                entry = self._index.get(due.name)
+                if entry is not None and due.name not in claimed and \
+                        self._may_take(due, batch.now_ms):
+                    self.apply_due(entry, due, armed=True)
         for name in batch.skipped:
             self._hooks.metric("job_skipped", name, "misfired")
             self._hooks.log("warning", "occurrence skipped: later than its misfire grace time",
@@ -319,9 +350,9 @@ class Claimer:
 
     def next_delay(self) -> float:
         # With every worker busy there is nothing to claim: sleep until a timeout is due or a
-        # tick interval passed (workers claim for themselves as they finish, and wake the
+        # poll interval passed (workers claim for themselves as they finish, and wake the
         # tick if it should wake sooner).
-        delay = self.config.tick_seconds
+        delay = self._poll_seconds()
         if self.executor.free_slots() > 0:
             delay -= self.clock.monotonic() - self._last_poll
             top = self._index.earliest()
@@ -333,6 +364,69 @@ class Claimer:
         if deadline is not None:
             delay = min(delay, deadline - self.clock.monotonic())
         return max(0.0, delay)
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    def members_heard(self, instances: list[InstanceInfo]) -> None:
+        """A heartbeat's answer (on the refresher's thread): the tick follows it next pass."""
+        if self.config.takeover_seconds > 0:  # 0: every instance claims everything on time
+            self._members_heard = [info.instance_id for info in instances]
+            self.wake.set()
+
+    def _follow_members(self) -> None:
+        """Recompute the owners after the live instances changed: park the jobs now owned
+        elsewhere, and watch those now owned here, from their current states (a state
+        learnt long ago would only cost a refused claim, but one read answers them all)."""
+        heard, self._members_heard = self._members_heard, None
+        if heard is None or not self.ownership.set_members(heard):
+            return
+        gained = []
+        for entry in self._index.entries():
+            if not self.ownership.owns(entry.job.name):
+                self._index.park(entry)
+            elif not entry.armed:
+                gained.append(entry)
+                self._index.set_due(entry, entry.due_ms, entry.next_run_ms)
+        self._hooks.log("info", "the group's live instances changed", instances=len(
+            self.ownership.members), owned_jobs_gained=len(gained))
+        if gained:
+            states = self.backend.get_states([entry.job.name for entry in gained])
+            for entry, state in zip(gained, states):  # parked: none has a claim in flight
+                if state is not None:
+                    self.apply_state(entry, state)
+
+    def _follow_removals(self) -> None:
+        """A job was removed somewhere in the group, or found gone (its state lost or reset
+        for not being of our form): the instances that park it never ask for it, so they
+        would keep it for ever, or never re-create it. The jobs here that the backend no
+        longer stores are asked for at once: each answer says removed (dropped here) or
+        lost (re-created). One read of the names, once per change."""
+        heard = self._removals_heard
+        if heard == self._removals_epoch:
+            return
+        stored = set(self.backend.job_names())
+        self._removals_epoch = heard
+        now_ms = self._backend_now_ms()
+        for entry in self._index.entries():
+            if entry.job.name not in stored:  # (one with a claim in flight is asked twice)
+                self._set_due(entry, now_ms, entry.next_run_ms, armed=True)
+
+    def _may_take(self, due: DueEntry, now_ms: int) -> bool:
+        """Whether a peeked job is this instance's to claim now: its own, one the backend
+        reports as missing or superseded (handled as every answer is), or one overdue by
+        ``takeover_delay``."""
+        if due.missing or due.superseded or due.due_ms is None or \
+                self.ownership.owns(due.name):
+            return True
+        return now_ms - due.due_ms >= self.config.takeover_seconds * 1000
+
+    def _poll_seconds(self) -> float:
+        """How often the backend's due work is looked at with nothing due here: per tick
+        interval, and per takeover delay when other live instances own some of the jobs."""
+        tick = self.config.tick_seconds
+        if self.ownership.alone:
+            return tick
+        return min(tick, max(self.config.takeover_seconds, 0.05))
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -370,7 +464,7 @@ class Claimer:
                         attempt=run.claim.attempt, fence=run.claim.fence)
         entry = self._index.get(run.job.name)
         if entry is not None:  # asked at once; the answer says when the lease runs out
-            self._set_due(entry, self._backend_now_ms(), entry.next_run_ms)
+            self._set_due(entry, self._backend_now_ms(), entry.next_run_ms, armed=True)
             self.wake.set()
 
     def _settle_timeout(self, run: Run) -> None:
@@ -393,11 +487,14 @@ class Claimer:
                 # Lost or reset under the run (data loss, garbage): left out of the index it
                 # would never run here again. Asked for at once, the claim's answer says
                 # whether it was removed (dropped here) or lost (re-created).
-                self._set_due(entry, self._backend_now_ms(), entry.next_run_ms)
+                self._set_due(entry, self._backend_now_ms(), entry.next_run_ms, armed=True)
                 self.wake.set()
                 return
         entry.job._saw(state)
-        self._set_due(entry, state.due_ms, state.next_run_ms)
+        # A retry of a run of this instance is claimed here on time, whoever owns the job:
+        # the owner did not see the result that scheduled it.
+        retry = state.occurrence_status == OccurrenceStatus.RETRY_WAIT
+        self._set_due(entry, state.due_ms, state.next_run_ms, armed=True if retry else None)
 
     # -- the local index ---------------------------------------------------------------------
 
@@ -405,7 +502,10 @@ class Claimer:
         entry.job._saw(state)
         self._set_due(entry, state.due_ms, state.next_run_ms)
 
-    def apply_due(self, entry: IndexEntry, due: DueEntry) -> None:
+    def apply_due(self, entry: IndexEntry, due: DueEntry,
+                  armed: Optional[bool] = None) -> None:
+        """Learn a job's due time from the backend; ``armed``: watch it whether or not this
+        instance owns the job (it was asked here, or taken over)."""
         if due.missing:
             if due.removed:
                 self._drop(entry, "removed by another scheduler of the group")
@@ -415,7 +515,7 @@ class Claimer:
         if due.superseded:
             self._leave_to_others(entry, due)
             return
-        self._set_due(entry, due.due_ms, due.next_run_ms)
+        self._set_due(entry, due.due_ms, due.next_run_ms, armed)
 
     def _leave_to_others(self, entry: IndexEntry, due: DueEntry) -> None:
         """The group runs a definition of the job registered since by another instance (a
@@ -434,14 +534,18 @@ class Claimer:
         self._index.set_due(entry, None, due.next_run_ms)
 
     def _set_due(self, entry: IndexEntry, due_ms: Optional[int],
-                 next_run_ms: Optional[int]) -> None:
+                 next_run_ms: Optional[int], armed: Optional[bool] = None) -> None:
+        """Record a job's due time: watched here if this instance owns the job (or ``armed``),
+        else parked for its owner."""
+        if armed is None:
+            armed = self.ownership.owns(entry.job.name)
         if due_ms is not None and next_run_ms is not None and self._backend_now_ms() < \
                 next_run_ms < due_ms:
             # An occurrence runs elsewhere (due = its lease expiry) and the job was advanced
             # to its following occurrence: ask for that one on time. If the run is still
             # going then, the refusal brings the lease expiry back.
             due_ms = next_run_ms
-        self._index.set_due(entry, due_ms, next_run_ms)
+        self._index.set_due(entry, due_ms, next_run_ms, armed=armed)
 
     def _drop(self, entry: IndexEntry, why: str) -> None:
         self._index.discard(entry)

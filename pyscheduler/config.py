@@ -40,6 +40,9 @@ class SchedulerConfig:
     :param timezone: default IANA zone for cron jobs declared through ``Scheduler.cron``.
     :param misfire_grace_time: default for jobs that set none; ``None``: no limit.
     :param instance_id: this instance's name in logs and backend records (default: host:pid).
+    :param takeover_delay: how overdue an occurrence owned by another live instance must be
+        before this one takes it over (its owner crashed, is busy, or lacks the job); ``0``:
+        every instance claims every occurrence on time, as peers racing for it.
     :param history_limit: finished attempts of each job kept in the backend's run history
         (``Control.history``); ``0`` keeps none.
     :raises ConfigError: a field is invalid; the error names it.
@@ -58,6 +61,7 @@ class SchedulerConfig:
     timezone: str = "UTC"
     misfire_grace_time: Optional[Union[float, timedelta]] = None
     instance_id: Optional[str] = None
+    takeover_delay: Union[float, timedelta] = 1.0
     history_limit: int = 50
 
     def __post_init__(self) -> None:
@@ -66,6 +70,8 @@ class SchedulerConfig:
         if self.misfire_grace_time is not None:
             object.__setattr__(self, "misfire_grace_time",
                                _positive_seconds("misfire_grace_time", self.misfire_grace_time))
+        object.__setattr__(self, "takeover_delay",
+                           _seconds_at_least_zero("takeover_delay", self.takeover_delay))
         _check_int("max_concurrent", self.max_concurrent, minimum=1)
         _check_int("redis_db", self.redis_db, minimum=0)
         _check_int("history_limit", self.history_limit, minimum=0)
@@ -169,6 +175,11 @@ class SchedulerConfig:
         return float(self.lock_refresh_interval)  # type: ignore[arg-type]
 
     @property
+    def takeover_seconds(self) -> float:
+        """``takeover_delay`` in seconds."""
+        return float(self.takeover_delay)  # type: ignore[arg-type]
+
+    @property
     def misfire_grace_seconds(self) -> Optional[float]:
         """``misfire_grace_time`` in seconds, or ``None``."""
         grace = self.misfire_grace_time
@@ -177,7 +188,8 @@ class SchedulerConfig:
 
 _INT_FIELDS = ("max_concurrent", "redis_db", "history_limit")
 _OPTIONAL_FIELDS = ("redis_url", "misfire_grace_time", "instance_id")
-_FLOAT_FIELDS = ("tick_interval", "lock_ttl", "lock_refresh_interval", "misfire_grace_time")
+_FLOAT_FIELDS = ("tick_interval", "lock_ttl", "lock_refresh_interval", "misfire_grace_time",
+                 "takeover_delay")
 
 
 def _settings_mapping(settings: object) -> Mapping[str, object]:
@@ -225,13 +237,24 @@ def _parse_env(name: str, raw: str) -> object:
 
 
 def _positive_seconds(name: str, value: object) -> float:
-    try:
-        seconds = to_seconds(value, name)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(name, str(exc)) from None
+    seconds = _seconds(name, value)
     if seconds <= 0:
         raise ConfigError(name, f"must be positive, got {value!r}")
     return seconds
+
+
+def _seconds_at_least_zero(name: str, value: object) -> float:
+    seconds = _seconds(name, value)
+    if seconds < 0:
+        raise ConfigError(name, f"must not be negative, got {value!r}")
+    return seconds
+
+
+def _seconds(name: str, value: object) -> float:
+    try:
+        return to_seconds(value, name)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(name, str(exc)) from None
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

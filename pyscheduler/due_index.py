@@ -8,7 +8,9 @@ it.
 The index is a heap of ``(due_ms, name)`` with lazy deletion: when a job's due time changes, a
 new item is pushed and the old one is dropped when it reaches the top, so every operation is
 O(log n) in the number of jobs. A job whose handler still runs here is not indexed; it is
-indexed again when the run ends.
+indexed again when the run ends. A job another instance owns (:mod:`pyscheduler.ownership`)
+is *parked*: its last learnt due time is kept, but not indexed, so it is never claimed on
+time from here.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ __all__ = ["DueIndex", "IndexEntry"]
 class IndexEntry:
     """This instance's view of one registered job."""
 
-    __slots__ = ("due_ms", "job", "next_run_ms", "running", "superseded")
+    __slots__ = ("armed", "due_ms", "job", "next_run_ms", "running", "superseded")
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -38,6 +40,8 @@ class IndexEntry:
         self.running = 0
         #: the group runs another definition of the job (registered by another instance)
         self.superseded = False
+        #: whether the due time is indexed (claimed when due) rather than parked
+        self.armed = True
 
 
 class DueIndex:
@@ -84,14 +88,20 @@ class DueIndex:
     # -- due times ---------------------------------------------------------------------------
 
     def set_due(self, entry: IndexEntry, due_ms: Optional[int],
-                next_run_ms: Optional[int]) -> None:
-        """Record what the backend said; index the due time unless a run of the job is still
-        going here (it is indexed when that run ends)."""
+                next_run_ms: Optional[int], *, armed: bool = True) -> None:
+        """Record what the backend said; index the due time if ``armed`` and no run of the
+        job is still going here (it is indexed when that run ends), else park it."""
         with self._lock:
             entry.next_run_ms = next_run_ms
             entry.due_ms = due_ms
-            if due_ms is not None and not entry.running:
+            entry.armed = armed
+            if armed and due_ms is not None and not entry.running:
                 heapq.heappush(self._heap, (due_ms, entry.job.name))
+
+    def park(self, entry: IndexEntry) -> None:
+        """Stop watching the job's due time (it keeps the value last learnt)."""
+        with self._lock:
+            entry.armed = False  # its heap items are stale from now on
 
     def take_due(self, now_ms: int, limit: int) -> list[tuple[IndexEntry, int]]:
         """Up to ``limit`` jobs due by ``now_ms``, earliest first, with the due time each was
@@ -102,7 +112,7 @@ class DueIndex:
             while heap and len(taken) < limit and heap[0][0] <= now_ms:
                 due, name = heapq.heappop(heap)
                 entry = self._entries.get(name)
-                if entry is None or entry.due_ms != due or entry.running:
+                if entry is None or entry.due_ms != due or entry.running or not entry.armed:
                     continue  # stale item
                 entry.due_ms = None  # in flight
                 taken.append((entry, due))
@@ -115,7 +125,7 @@ class DueIndex:
             while heap:
                 due, name = heap[0]
                 entry = self._entries.get(name)
-                if entry is None or entry.due_ms != due or entry.running:
+                if entry is None or entry.due_ms != due or entry.running or not entry.armed:
                     heapq.heappop(heap)
                     continue
                 return due
@@ -142,5 +152,5 @@ class DueIndex:
                 return
             entry.running = max(0, entry.running - 1)
             entry.job._local_runs = entry.running
-            if not entry.running and entry.due_ms is not None:
+            if not entry.running and entry.armed and entry.due_ms is not None:
                 heapq.heappush(self._heap, (entry.due_ms, name))

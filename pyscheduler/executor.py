@@ -30,7 +30,7 @@ from .context import JobContext, _reset_current, _set_current
 from .job import Job
 from .observability import Logger, MetricsCollector, NoOpMetrics, SafeHooks, StandardLogger
 
-__all__ = ["TIMEOUT_GRACE", "DefaultJobExecutor", "Run", "describe_error"]
+__all__ = ["TIMEOUT_GRACE", "DefaultJobExecutor", "Run", "describe_error", "start_lag"]
 
 #: Seconds a handler has to return once its timeout cancelled its token. One that does is
 #: recorded as timed out like any failure; one that ignores the cancellation is settled
@@ -233,9 +233,15 @@ class DefaultJobExecutor:
             recorded = True
 
     def _run(self, run: Run) -> None:
-        self._hooks.metric("job_started", run.job.name)
+        hooks, name, attempt = self._hooks, run.job.name, run.claim.attempt
+        hooks.metric("job_started", name)
+        if hooks.has_metric("attempt_started"):
+            hooks.metric("attempt_started", name, attempt, run.context.scheduled_at,
+                         start_lag(run, self._clock.monotonic()))
         error = self.execute(run.job, run.context)
         duration = self._clock.monotonic() - run.started
+        if hooks.has_metric("attempt_ended"):
+            hooks.metric("attempt_ended", name, attempt, duration)
         with self._mutex:
             run.returned = True
             # The slot is free once the handler returned: recording the result is quick, and
@@ -262,6 +268,14 @@ class DefaultJobExecutor:
             done = run.done
         if done is not None:
             done.set()
+
+
+def start_lag(run: Run, now: float) -> float:
+    """Seconds from ``run``'s scheduled time to its start at ``now`` (monotonic): on the
+    backend's clock up to the claim, which decided it was due, then on this host's monotonic
+    clock since the run was submitted, so that no clock skew between hosts enters it."""
+    claim = run.claim
+    return max(0.0, (claim.claimed_at_ms - claim.scheduled_ms) / 1000 + (now - run.started))
 
 
 def describe_error(error: BaseException) -> str:

@@ -89,6 +89,8 @@ class DistributedLock:
         self._thread: Optional[threading.Thread] = None
         self._watchdog: Optional[threading.Thread] = None
         self._describe: Optional[Callable[[], Optional[InstanceInfo]]] = None
+        self._on_live: Optional[Callable[[list[InstanceInfo]], None]] = None
+        self._beat_soon = False
         self._last_heartbeat = 0.0
 
     # -- claiming ----------------------------------------------------------------------------
@@ -275,15 +277,17 @@ class DistributedLock:
 
     # -- heartbeats ----------------------------------------------------------------------------
 
-    def announce(self, describe: Optional[Callable[[], Optional[InstanceInfo]]]) -> None:
-        """Heartbeat ``describe()`` every refresh interval from now on (``None``: stop).
+    def announce(self, describe: Optional[Callable[[], Optional[InstanceInfo]]],
+                 on_live: Optional[Callable[[list[InstanceInfo]], None]] = None) -> None:
+        """Heartbeat ``describe()`` every refresh interval from now on (``None``: stop), and
+        hand each answer, the live instances, to ``on_live``.
 
         Each heartbeat records the instance as live for one lease TTL, so that a crashed
         instance's record expires about when its leases do; ``describe`` returning ``None``
         skips that beat (a forked copy must not beat for its parent). The first beat is the
         caller's: :meth:`heartbeat`, once configured.
         """
-        self._describe = describe
+        self._describe, self._on_live = describe, on_live
         self._last_heartbeat = self._clock.monotonic()
 
     def heartbeat(self) -> Optional[list[InstanceInfo]]:
@@ -298,7 +302,17 @@ class DistributedLock:
         info = None if describe is None else describe()
         if info is None:
             return None
-        return self.backend.heartbeat(info, self._lease_ms())
+        live = self.backend.heartbeat(info, self._lease_ms())
+        on_live = self._on_live
+        if on_live is not None:
+            on_live(live)
+        return live
+
+    def heartbeat_soon(self) -> None:
+        """Send the next heartbeat at once rather than an interval after the last: the live
+        instances changed, and its answer tells how."""
+        self._beat_soon = True
+        self._wake.set()
 
     def heartbeat_due(self) -> float:
         """One heartbeat step: send one if an interval has passed since the last. It never
@@ -308,7 +322,8 @@ class DistributedLock:
         """
         if self._describe is None:
             return self._interval
-        if self._clock.monotonic() - self._last_heartbeat >= self._interval:
+        if self._beat_soon or self._clock.monotonic() - self._last_heartbeat >= self._interval:
+            self._beat_soon = False
             try:
                 self.heartbeat()
             except Exception:

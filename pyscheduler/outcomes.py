@@ -19,7 +19,7 @@ from .executor import Run, describe_error
 from .observability import SafeHooks
 from .retry import RetryPolicy
 
-__all__ = ["OutcomeQueue", "decide_outcome"]
+__all__ = ["OutcomeQueue", "decide_outcome", "occurrence_fields"]
 
 
 def decide_outcome(run: Run, error: Optional[BaseException], duration: float,
@@ -35,14 +35,15 @@ def decide_outcome(run: Run, error: Optional[BaseException], duration: float,
         hooks.metric("job_completed", job.name, duration)
         if hooks.logs("info"):
             hooks.log("info", "job succeeded", job=job.name, attempt=attempt,
-                      seconds=round(duration, 4))
+                      seconds=round(duration, 4), **occurrence_fields(run))
         return Outcome(run.lease, True, duration=duration, history_limit=history_limit)
     text = (f"timed out after {job.timeout:g} s" if timed_out
             else describe_error(error) if error is not None else "failed")
     hooks.metric("job_failed", job.name, text)
     policy: Optional[RetryPolicy] = job.retry_policy
     retry = policy is not None and policy.should_retry(attempt, error)
-    fields: dict[str, object] = {"job": job.name, "attempt": attempt, "error": text}
+    fields: dict[str, object] = {"job": job.name, "attempt": attempt, "error": text,
+                                 **occurrence_fields(run)}
     if error is not None:
         fields["exc_info"] = error
     if retry and policy is not None:
@@ -55,6 +56,12 @@ def decide_outcome(run: Run, error: Optional[BaseException], duration: float,
     hooks.log("error", "job failed", **fields)
     return Outcome(run.lease, False, text, duration, timed_out=timed_out,
                    history_limit=history_limit)
+
+
+def occurrence_fields(run: Run) -> dict[str, object]:
+    """The log fields that tie an attempt's outcome to its occurrence and lease, as the
+    "job started" message gives them."""
+    return {"scheduled_at": run.context.scheduled_at.isoformat(), "fence": run.claim.fence}
 
 
 #: ``finish(outcomes)``: records them, returning each job's new state (``None``: stale).

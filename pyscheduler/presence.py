@@ -3,9 +3,10 @@
 A started scheduler announces itself (:class:`~pyscheduler.backends.base.InstanceInfo`) at
 start; the lease refresher's thread then sends the record again every
 ``lock_refresh_interval`` (:meth:`~pyscheduler.lock.DistributedLock.heartbeat_due`), with the
-jobs running here; ``stop()`` removes it, and a crashed instance's record expires ``lock_ttl``
-after its last heartbeat. A backend that does not keep live instances runs the jobs all the
-same, with one warning.
+jobs running here, and hands each answer (the live instances) to ``on_live``, which decides
+who owns which job (:mod:`~pyscheduler.ownership`); ``stop()`` removes it, and a crashed
+instance's record expires ``lock_ttl`` after its last heartbeat. A backend that does not
+keep live instances runs the jobs all the same, with one warning.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import socket
 import traceback
 from dataclasses import replace
-from typing import Optional
+from typing import Callable, Optional
 
 from .backends.base import Backend, InstanceInfo
 from .executor import DefaultJobExecutor
@@ -28,8 +29,10 @@ class Presence:
     """Announces this instance, describes it for each heartbeat, and withdraws it."""
 
     def __init__(self, backend: Backend, lock: DistributedLock, executor: DefaultJobExecutor,
-                 hooks: SafeHooks) -> None:
+                 hooks: SafeHooks,
+                 on_live: Optional[Callable[[list[InstanceInfo]], None]] = None) -> None:
         self._backend, self._lock, self._executor, self._hooks = backend, lock, executor, hooks
+        self._on_live = on_live
         self._announced: Optional[InstanceInfo] = None  # what stays the same between beats
 
     @property
@@ -43,7 +46,7 @@ class Presence:
         if callable(getattr(self._backend, "heartbeat", None)):
             self._announced = InstanceInfo(instance_id, socket.gethostname(), os.getpid(),
                                            started_at_ms, _library_version(), max_concurrent)
-            self._lock.announce(self.describe)
+            self._lock.announce(self.describe, self._on_live)
             try:
                 self._lock.heartbeat()
                 return

@@ -113,7 +113,8 @@ class Scheduler:
         self._state = _NEW
         self._stopping = False
         self._tick_thread: Optional[threading.Thread] = None
-        self._presence = Presence(backend, self.lock, self.executor, self._hooks)
+        self._presence = Presence(backend, self.lock, self.executor, self._hooks,
+                                  on_live=self._claimer.members_heard)
         self._new_identity()
 
     def _new_identity(self) -> None:
@@ -125,6 +126,12 @@ class Scheduler:
         )
         # Owner tokens: unique per claim, and per start even if instance_id is reused.
         self._claimer.set_identity(self.instance_id, owner_prefix(self.instance_id))
+        # Every message of this scheduler names it, the executor's and the lock's included
+        # (they hold hooks of their own, made from the same logger).
+        for part in (self, self.executor, self.lock):
+            hooks = getattr(part, "_hooks", None)
+            if isinstance(hooks, SafeHooks):
+                hooks.bind(instance=self.instance_id)
 
     @classmethod
     def from_config(
@@ -440,7 +447,7 @@ class Scheduler:
             self._claimer.rebuild([entry])  # lost with the backend's data: re-created
             due = getattr(self.backend, op)(name)
         if entry is not None and not due.missing:
-            self._claimer.apply_due(entry, due)
+            self._claimer.apply_due(entry, due, armed=True)  # asked here: claimed from here
         self._wake.set()
 
     def remove(self, name: str) -> None:

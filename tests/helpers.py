@@ -11,9 +11,12 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from pyscheduler import (
     DefaultJobExecutor,
     FakeClock,
+    IntervalSchedule,
+    Job,
     JobContext,
     MemoryBackend,
     NoOpMetrics,
+    RetryPolicy,
     Scheduler,
     SchedulerConfig,
 )
@@ -100,6 +103,43 @@ def stepped(clock: FakeClock, backend: Optional[MemoryBackend] = None, **config:
     metrics = settings.pop("metrics", None)
     return Scheduler(backend or MemoryBackend(clock), config=SchedulerConfig(**settings),
                      clock=clock, metrics=metrics)
+
+
+def lose_the_lease_of_a_run(scheduler: Scheduler, clock: FakeClock, name: str,
+                            handler: Recorder) -> None:
+    """Register ``name`` (every 100 s) to run ``handler``, start the stepped ``scheduler``,
+    run its first occurrence and let the lease's deadline pass (``lock_ttl=3``) without a
+    refresh, as a refresher cut off from the backend would: the refresher's step then
+    cancels the run's token."""
+    scheduler.register(Job(name, IntervalSchedule(100), handler))
+    scheduler.start(background=False)
+    clock.advance(100)
+    scheduler.run_pending()
+    assert handler.started.wait(WAIT)
+    clock.advance(3)
+    scheduler.refresh_leases()
+
+
+def fail_once_then_retry(scheduler: Scheduler, clock: FakeClock, name: str,
+                         retry_after: float) -> None:
+    """Register ``name`` (every 10 s from ``clock``'s now; one retry ``retry_after`` seconds
+    after a failure), start the stepped ``scheduler`` and run its first occurrence: the first
+    attempt raises ``ValueError("disk full")``, the retry succeeds."""
+    attempts: list[int] = []
+
+    def handler() -> None:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) == 1:
+            raise ValueError("disk full")
+
+    policy = RetryPolicy(max_retries=1, initial_interval=retry_after, jitter=0)
+    scheduler.register(Job(name, IntervalSchedule(10), handler, retry_policy=policy))
+    scheduler.start(background=False)
+    clock.advance(10)
+    step(scheduler)
+    clock.advance(retry_after)
+    step(scheduler)
+    assert attempts == [1, 2]
 
 
 def step(scheduler: Scheduler) -> None:

@@ -15,7 +15,7 @@ from pyscheduler import BackendUnavailableError, IntervalSchedule, Job
 from pyscheduler.backends.memory import MemoryBackend
 from pyscheduler.clock import FakeClock
 
-from .helpers import WAIT, MetricsRecorder, Recorder, Schedulers
+from .helpers import WAIT, MetricsRecorder, Recorder, Schedulers, lose_the_lease_of_a_run
 
 
 class Gate:
@@ -192,14 +192,8 @@ def test_a_run_cancelled_for_its_lost_lease_is_recovered_not_recorded_failed(fak
     metrics = MetricsRecorder()
     scheduler = schedulers.stepped(clock, MemoryBackend(clock), lock_ttl=3,
                                    lock_refresh_interval=1, metrics=metrics)
-    scheduler.register(Job("j", IntervalSchedule(100), recorder))
-    scheduler.start(background=False)
-    clock.advance(100)
-    scheduler.run_pending()
-    assert recorder.started.wait(WAIT)
     # When its lease is lost (no refresh got through) and it stops
-    clock.advance(3)
-    scheduler.refresh_leases()
+    lose_the_lease_of_a_run(scheduler, clock, "j", recorder)
     assert scheduler.wait_idle(WAIT)
     # Then that is no failure of the job's: nothing is recorded...
     meta = scheduler.get_job("j").metadata

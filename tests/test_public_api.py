@@ -84,7 +84,8 @@ def test_import_does_not_import_redis():
 
 
 def test_import_does_not_import_the_framework_extras():
-    assert imported_by("pyscheduler, pyscheduler.contrib", ("django", "flask")) == []
+    assert imported_by("pyscheduler, pyscheduler.contrib",
+                       ("django", "flask", "prometheus_client")) == []
 
 
 # --- the error tree ------------------------------------------------------------------------

@@ -447,9 +447,12 @@ def test_two_schedulers_on_one_backend_never_run_an_occurrence_twice(clock, sche
             scheduler.register(Job(f"job-{n}", IntervalSchedule(1, start_at=START), recorder))
         scheduler.start(background=False)
 
-    # When both tick, interleaved, for 20 seconds
+    # When both tick, interleaved, for 20 seconds (with their refresher's steps, whose
+    # heartbeats tell each which jobs the other claims on time)
     for _ in range(20):
         clock.advance(1)
+        for scheduler in pair:
+            scheduler.refresh_leases()
         for _ in range(5):
             for scheduler in pair:
                 scheduler.run_pending()

@@ -276,6 +276,13 @@ class ClaimBatch:
     :param skipped: names of jobs whose occurrence was skipped as misfired.
     :param abandoned: names of jobs whose orphaned occurrence ran out of recoveries.
     :param now_ms: the backend's clock when the batch was decided.
+    :param members_epoch: a number that changes whenever an instance joins the group's live
+        instances or leaves them (see :meth:`Backend.heartbeat`), so that every instance
+        notices at its next claim and heartbeats at once to learn the new list; ``0`` from
+        a backend that does not keep live instances.
+    :param removals_epoch: a number that changes whenever a job is removed, or found gone by
+        a peek (its state lost or reset), so that the instances that do not watch it (its
+        owner does) notice and drop or re-create it too.
     """
 
     claims: list[Claim]
@@ -284,6 +291,8 @@ class ClaimBatch:
     skipped: list[str]
     abandoned: list[str]
     now_ms: int
+    members_epoch: int = 0
+    removals_epoch: int = 0
 
 
 @dataclass(frozen=True)

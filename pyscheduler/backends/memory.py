@@ -131,6 +131,8 @@ class MemoryBackend(Backend):
         self._instances: dict[str, tuple[InstanceInfo, int]] = {}
         #: the group's recent runs across jobs, newest first
         self._history: deque[_Run] = deque(maxlen=GROUP_HISTORY_LIMIT)
+        self._members_epoch = 0  # counts the changes of the set of live instances
+        self._removals_epoch = 0  # counts the jobs removed
 
     def __repr__(self) -> str:
         return f"MemoryBackend(jobs={len(self._records)})"
@@ -207,6 +209,7 @@ class MemoryBackend(Backend):
             if any(run[0] == name for run in self._history):
                 self._history = deque((run for run in self._history if run[0] != name),
                                       maxlen=GROUP_HISTORY_LIMIT)
+            self._removals_epoch += 1
             return True
 
     def run_now(self, name: str) -> DueEntry:
@@ -233,12 +236,18 @@ class MemoryBackend(Backend):
     def heartbeat(self, info: InstanceInfo, ttl_ms: int) -> list[InstanceInfo]:
         with self._lock:
             now = self.now_ms()
+            self._drop_expired(now)
+            if info.instance_id not in self._instances:
+                self._members_epoch += 1
             self._instances[info.instance_id] = (replace(info, last_heartbeat_ms=now),
                                                  now + max(1, int(ttl_ms)))
-            for instance_id, (_, expires_ms) in list(self._instances.items()):
-                if expires_ms <= now:
-                    del self._instances[instance_id]
             return self._live(now)
+
+    def _drop_expired(self, now: int) -> None:
+        for instance_id, (_, expires_ms) in list(self._instances.items()):
+            if expires_ms <= now:
+                del self._instances[instance_id]
+                self._members_epoch += 1
 
     def instances(self) -> list[InstanceInfo]:
         with self._lock:
@@ -246,7 +255,8 @@ class MemoryBackend(Backend):
 
     def leave(self, instance_id: str) -> None:
         with self._lock:
-            self._instances.pop(instance_id, None)
+            if self._instances.pop(instance_id, None) is not None:
+                self._members_epoch += 1
 
     def _live(self, now: int) -> list[InstanceInfo]:
         return [info for _, (info, expires_ms) in sorted(self._instances.items())
@@ -268,7 +278,7 @@ class MemoryBackend(Backend):
                      occurrence.kind, occurrence.owner, occurrence.fence,
                      occurrence.claimed_at_ms, float(outcome.duration), run_outcome(outcome),
                      truncated_error(outcome.error))
-        record.history = (run, *record.history[:outcome.history_limit - 1])
+        record.history = (run,) + record.history[:outcome.history_limit - 1]
         self._history.appendleft(run)
 
     # -- claiming ----------------------------------------------------------------------------
@@ -304,7 +314,8 @@ class MemoryBackend(Backend):
                 requested = {request.job_name for request in requests}
                 due = [entry for entry in self._due_entries(now, peek + len(requested))
                        if entry.name not in requested][:peek]
-            return ClaimBatch(claims, refused, due, skipped, abandoned, now)
+            return ClaimBatch(claims, refused, due, skipped, abandoned, now,
+                              self._members_epoch, self._removals_epoch)
 
     def _claim_one(
         self,

@@ -8,22 +8,24 @@ lease expiry, retry time, the fence's microsecond floor) uses the server's ``TIM
 Key layout, for ``key_prefix="pfx"``; every key carries the hash tag ``{pfx}`` so that one
 group lives in one Redis Cluster slot:
 
-=====================  ======  ===========================================================
-key                    type    holds
-=====================  ======  ===========================================================
-``{pfx}:job:<name>``   hash    the job's state: ``v`` (layout, ``1``), ``def`` (its
-                               description as JSON), ``next_run``, ``paused``, ``fence``,
-                               ``manual_at``, ``due``, counters and ``last_*`` fields; the
-                               latest claim (``owner``, ``scheduled``, ``attempt``, ``kind``,
-                               ``claimed_at``, ``lease_ms``) and the occurrence in flight
-                               (``status``, ``retry_at``, ``recoveries``, ``lease_until``).
-                               Integers are decimal strings, ``""`` stands for none.
-``{pfx}:lease:<name>`` string  ``<owner>|<fence>`` of the running attempt, with a PX TTL
-``{pfx}:due``          zset    job name scored by its due time (epoch ms)
-``{pfx}:jobs``         set     the names of every stored job
-``{pfx}:removed``      set     tombstones of jobs removed by an operator
-``{pfx}:instances``    zset    live instance ids scored by their record's expiry (epoch ms)
-=====================  ======  ===========================================================
+===========================  ======  ===========================================================
+key                          type    holds
+===========================  ======  ===========================================================
+``{pfx}:job:<name>``         hash    the job's state: ``v`` (layout, ``1``), ``def`` (its
+                                     description as JSON), ``next_run``, ``paused``, ``fence``,
+                                     ``manual_at``, ``due``, counters and ``last_*`` fields; the
+                                     latest claim (``owner``, ``scheduled``, ``attempt``, ``kind``,
+                                     ``claimed_at``, ``lease_ms``) and the occurrence in flight
+                                     (``status``, ``retry_at``, ``recoveries``, ``lease_until``).
+                                     Integers are decimal strings, ``""`` stands for none.
+``{pfx}:lease:<name>``       string  ``<owner>|<fence>`` of the running attempt, with a PX TTL
+``{pfx}:due``                zset    job name scored by its due time (epoch ms)
+``{pfx}:jobs``               set     the names of every stored job
+``{pfx}:removed``            set     tombstones of jobs removed by an operator
+``{pfx}:instances``          zset    live instance ids scored by their record's expiry (epoch ms)
+``{pfx}:epochs``             hash    change counters: ``members`` (an instance joined or
+                                     left), ``removals`` (a job was removed or found gone)
+===========================  ======  ===========================================================
 
 and ``{pfx}:instance:<id>``, a string: that instance's record, an
 :class:`~pyscheduler.backends.base.InstanceInfo` as a JSON object (``v``: ``1``), with a PX
@@ -151,6 +153,7 @@ class RedisBackend(Backend):
         self._lease_prefix = f"{tag}:lease:"
         self._common_keys = [f"{tag}:due", f"{tag}:jobs", f"{tag}:removed"]
         self._instances_key = f"{tag}:instances"
+        self._epochs_key = f"{tag}:epochs"
         self._instance_prefix = f"{tag}:instance:"
         self._history_prefix = f"{tag}:history:"
         self._history_key = f"{tag}:history"
@@ -277,7 +280,8 @@ class RedisBackend(Backend):
 
     def remove(self, name: str) -> bool:
         return bool(self._call("remove", [name],
-                               [name, self._history_prefix, self._history_key]))
+                               [name, self._history_prefix, self._history_key],
+                               last_keys=[self._epochs_key]))
 
     def run_now(self, name: str) -> DueEntry:
         return _due_entry(self._call("run_now", [name], [name]))
@@ -316,12 +320,13 @@ class RedisBackend(Backend):
         if outcomes:
             args += [_json(_outcome_rows(outcomes)), *self._history_args]
         reply = self._call("claim", [request.job_name for request in requests] + finished,
-                           args)
+                           args, last_keys=[self._epochs_key])
 
         def batch() -> ClaimBatch:
             # One JSON document; the script's empty lists come back as {} (cjson cannot tell
             # an empty array from an empty object).
-            now, claims, refused, due, skipped, abandoned = json.loads(_text(reply[0]))
+            now, claims, refused, due, skipped, abandoned, members, removals = json.loads(
+                _text(reply[0]))
             return ClaimBatch(
                 claims=[_claim(row) for row in claims or ()],
                 refused=[_due_entry(row) for row in refused or ()],
@@ -329,6 +334,8 @@ class RedisBackend(Backend):
                 skipped=[str(name) for name in skipped or ()],
                 abandoned=[str(name) for name in abandoned or ()],
                 now_ms=int(now),
+                members_epoch=int(members),
+                removals_epoch=int(removals),
             )
 
         claimed = _parse_reply(self._address, batch)
@@ -383,7 +390,7 @@ class RedisBackend(Backend):
 
     def _instances_script(self, mode: str, args: Sequence[_Arg],
                           client: redis.Redis) -> list[InstanceInfo]:
-        keys = [*self._common_keys, self._instances_key]
+        keys = [*self._common_keys, self._instances_key, self._epochs_key]
         reply = self._boundary(lambda: self._evalsha(
             "heartbeat", keys, [mode, self._instance_prefix, *args], client))
         live, corrupt = _parse_reply(self._address,
@@ -441,11 +448,13 @@ class RedisBackend(Backend):
     # -- plumbing ----------------------------------------------------------------------------
 
     def _call(self, script: str, names: Sequence[str], args: Sequence[_Arg],
-              client: Optional[redis.Redis] = None) -> Any:
-        """Run a script over the jobs ``names`` and log the jobs it reset."""
+              client: Optional[redis.Redis] = None, last_keys: Sequence[str] = ()) -> Any:
+        """Run a script over the jobs ``names`` (then ``last_keys``) and log the jobs it
+        reset."""
         keys = list(self._common_keys)
         for name in names:
             keys += [self._job_prefix + name, self._lease_prefix + name]
+        keys += last_keys
         reply = self._boundary(lambda: self._evalsha(script, keys, args, client or self._client))
         payload, corrupt = _parse_reply(self._address, lambda: (reply[0], list(reply[1])))
         for name, why in zip(corrupt[::2], corrupt[1::2]):

@@ -1,6 +1,8 @@
-"""Integrations with frameworks, each an optional extra: ``pyscheduler.contrib.flask``
-(``pip install pyscheduler[flask]``) and ``pyscheduler.contrib.django``
-(``pip install pyscheduler[django]``). Nothing here is imported by ``import pyscheduler``."""
+"""Integrations, each an optional extra: ``pyscheduler.contrib.flask``
+(``pip install pyscheduler[flask]``), ``pyscheduler.contrib.django``
+(``pip install pyscheduler[django]``) and the Prometheus exporters
+``pyscheduler.contrib.prometheus`` (``pip install pyscheduler[prometheus]``). Nothing here is
+imported by ``import pyscheduler``."""
 
 from __future__ import annotations
 

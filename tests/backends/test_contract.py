@@ -790,6 +790,41 @@ def test_leave_removes_the_record_at_once(driver):
     assert [info.instance_id for info in backend.instances()] == ["staying"]
 
 
+def test_the_members_epoch_changes_when_an_instance_joins_or_leaves_and_only_then(driver):
+    # Every claim answer carries it, so that each instance notices a change of the group at
+    # its next claim instead of its next heartbeat
+    backend, peer = driver.backend, driver.peer()
+
+    def epoch() -> int:
+        return claim(peer).members_epoch
+
+    start = epoch()
+    backend.heartbeat(instance("i-1"), LONG)
+    joined = epoch()
+    assert joined != start
+    backend.heartbeat(instance("i-1", "a"), LONG)  # the same instance again: no change
+    peer.heartbeat(instance("i-2"), LONG)
+    second = epoch()
+    assert second != joined
+    backend.heartbeat(instance("i-1"), LONG)
+    assert epoch() == second
+    backend.leave("i-1")
+    left = epoch()
+    assert left != second
+    backend.leave("i-1")  # gone already
+    assert epoch() == left
+
+
+def test_an_expired_instance_changes_the_members_epoch_at_the_next_heartbeat(driver):
+    backend, peer = driver.backend, driver.peer()
+    backend.heartbeat(instance("crashed"), SHORT)
+    peer.heartbeat(instance("alive"), LONG)
+    before = claim(peer).members_epoch
+    driver.advance_past(SHORT)
+    peer.heartbeat(instance("alive"), LONG)  # drops the expired record
+    assert claim(peer).members_epoch != before
+
+
 def test_no_instances_before_any_heartbeat(backend):
     assert backend.instances() == []
 

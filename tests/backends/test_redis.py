@@ -292,7 +292,8 @@ def test_every_key_carries_the_hash_tag(backend, client):
     backend.claim("i", [request(a)], LONG, 0)
     backend.remove("b")
     keys = set(client.keys("*"))
-    assert keys == {"{pfx}:job:a", "{pfx}:lease:a", "{pfx}:due", "{pfx}:jobs", "{pfx}:removed"}
+    assert keys == {"{pfx}:job:a", "{pfx}:lease:a", "{pfx}:due", "{pfx}:jobs", "{pfx}:removed",
+                    "{pfx}:epochs"}
     assert all(key.startswith("{pfx}:") for key in keys)
 
 
@@ -483,6 +484,7 @@ def test_finish_and_claim_is_one_round_trip(backend, client):
 # -- live instances ---------------------------------------------------------------------------
 
 INSTANCES_KEY = "{pfx}:instances"
+EPOCHS_KEY = "{pfx}:epochs"
 
 
 def info(instance_id: str = "me", *running: str) -> InstanceInfo:
@@ -581,6 +583,25 @@ def test_a_foreign_value_under_the_instances_key_is_reset_by_a_heartbeat(backend
         assert [i.instance_id for i in backend.heartbeat(info(), LONG)] == ["me"]
     assert client.type(INSTANCES_KEY) == "zset"
     assert caplog.text.count("not of our form") == 1
+
+
+@pytest.mark.parametrize("garbage", [{"members": "not a number"}, {"members": "9" * 40},
+                                     "a string", ["a", "list"]])
+def test_garbage_under_the_change_counters_reads_as_0_and_is_replaced(backend, client,
+                                                                      garbage):
+    if isinstance(garbage, dict):
+        client.hset(EPOCHS_KEY, mapping=garbage)
+    elif isinstance(garbage, list):
+        client.rpush(EPOCHS_KEY, *garbage)
+    else:
+        client.set(EPOCHS_KEY, garbage)
+    assert backend.claim("me", [], LONG, 0).members_epoch == 0  # and no error
+    backend.heartbeat(info(), LONG)  # a join: the counters move on, as counters of ours
+    assert backend.claim("me", [], LONG, 0).members_epoch >= 1
+    register_due(backend, "doomed")
+    backend.remove("doomed")
+    assert backend.claim("me", [], LONG, 0).removals_epoch >= 1
+    assert client.type(EPOCHS_KEY) == "hash"
 
 
 # -- run history ------------------------------------------------------------------------------

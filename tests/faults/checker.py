@@ -243,12 +243,18 @@ def _coverage(runs: Sequence[Run], events: Sequence[dict[str, Any]],
         started[run.job].add(run.scheduled_ms)
     claimed = {(job, fence): at / 1000 for e in events if e["event"] == "claim"
                for job, _, fence, _, _, at in e["claims"]}
+    # When a run's outcome was recorded: at the latest when the call returned (its event's
+    # time), at the earliest when it was sent — far apart if the process froze in between.
     recorded: dict[tuple[str, int], float] = {}
+    recorded_at_send: dict[tuple[str, int], float] = {}
     for e in events:
         if e["event"] in ("claim", "finish_call") and "error" not in e:
             for job, fence, _ in e.get("finished", ()):
                 recorded.setdefault((job, fence), e["wall"])
+                recorded_at_send.setdefault((job, fence), e["wall"] - (e["mono"] - e["sent"]))
     busy = _busy_spans(runs, claimed, recorded)
+    # For "it could not run, so its occurrences coalesce", only what surely held it counts.
+    surely_busy = _busy_spans(runs, claimed, recorded_at_send)
     found = []
     start, end = scenario.window
     for spec in scenario.jobs:
@@ -264,7 +270,7 @@ def _coverage(runs: Sequence[Run], events: Sequence[dict[str, Any]],
                              f"due in the window: {missing[:5]}")
             spans = [(g.start, g.end) for g in scenario.gaps if g.coalesce
                      and (not g.jobs or job in g.jobs)]
-            spans += [(a, b) for a, b, _ in busy[job]]
+            spans += [(a, b) for a, b, _ in surely_busy[job]]
             for a, b in spans:
                 inside = sorted(ms for ms in started[job] if a < ms / 1000 < b)
                 if len(inside) > 1:

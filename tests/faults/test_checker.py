@@ -280,3 +280,16 @@ def test_a_frozen_holder_starting_late_overlaps_the_takeover_by_its_own_fault():
     assert "overlap" in rules(history.check(window=(T0, T0)))
     frozen = [fault("sigstop", 0.1, 2.55, "a", freezes=True)]
     assert "overlap" not in rules(history.check(window=(T0, T0), faults=frozen))
+
+
+def test_a_result_sent_before_its_instance_froze_released_the_job_then():
+    # Given a's run whose result was sent before a froze, though the call's event only made
+    # it out after the thaw, and b running the next occurrences meanwhile
+    history = History().ready("a", "b")
+    fence = history.run("a", 0, recorded=False)
+    history.add("finish_call", "a", 3.5, sent=M0 + 0.111, finished=[["j-0", fence, True]])
+    for k in (1, 2, 3):
+        history.run("b", k)
+    frozen = [fault("gil", 0.2, 3.4, "a", freezes=True)]
+    # Then those are not occurrences run while the job could not run
+    assert history.check(window=(T0, T0 + 3), faults=frozen) == []

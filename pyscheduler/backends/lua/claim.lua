@@ -1,6 +1,7 @@
 -- claim: record the outcomes given, then claim each requested occurrence on its own, then
 -- peek at other due jobs.
--- KEYS: common layout, one (job, lease) pair per request, then one per outcome
+-- KEYS: common layout, one (job, lease) pair per request, then one per outcome, and last
+--   the group's change counters (see bump_epoch)
 -- ARGV: lease_ms, peek, job key prefix, lease key prefix (for the peeked jobs, which share
 --       the hash tag), then the requests as a JSON array of arrays of 9 values: name, owner,
 --       expected_due_ms, expected_next_run_ms, scheduled_ms, following_ms, misfire_grace_ms
@@ -8,7 +9,8 @@
 --       optionally the outcomes to record first, as finish takes them, followed by the
 --       run-history arguments (see history_args in common.lua)
 -- Returns {{claimed, finished}, corrupt}: finished is what finish_outcomes returns for the
--- outcomes, and claimed the JSON array [now_ms, claims, refused, due, skipped, abandoned]:
+-- outcomes, and claimed the JSON array
+-- [now_ms, claims, refused, due, skipped, abandoned, members_epoch, removals_epoch]:
 --   claims[i] = {name, owner, fence, scheduled_ms, attempt, kind, claimed_at_ms, lease_ms}
 --   refused[i], due[i] = {name, due_ms, next_run_ms, missing, removed, superseded (0/1)}
 local lease_ms, peek = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -146,8 +148,11 @@ if peek > 0 then
       if job ~= nil then
         due[#due + 1] = entry(job)
       else
-        -- Lost or reset: its registrants, if any, re-create it.
+        -- Lost or reset: its registrants, if any, re-create it. This caller may not be one of
+        -- them, and the others may never ask for it (another instance owns it): the counter
+        -- tells them all to look.
         redis.call('ZREM', DUE, name)
+        bump_epoch(KEYS[#KEYS], 'removals')
         local removed = not reset_now and redis.call('SISMEMBER', REMOVED, name) == 1
         due[#due + 1] = missing(name, removed)
       end
@@ -155,5 +160,6 @@ if peek > 0 then
   end
 end
 
-return {{cjson.encode({fmt(now_ms), claims, refused, due, skipped, abandoned}), finished},
-        corrupt}
+local epochs = read_epochs(KEYS[#KEYS])
+return {{cjson.encode({fmt(now_ms), claims, refused, due, skipped, abandoned, epochs[1],
+                       epochs[2]}), finished}, corrupt}

@@ -357,3 +357,29 @@ local function finish_outcomes(rows, offset, now_ms, history)
   end
   return states
 end
+
+-- The group's change counters (a hash: ``members``, ``removals``), which claim replies carry
+-- so that every instance notices at its next claim that an instance joined or left, or that
+-- a job was removed or found gone (its state lost or reset). A value not of our form is replaced: only a change of value counts.
+local function bump_epoch(key, field)
+  local counted = redis.pcall('HINCRBY', key, field, 1)
+  if type(counted) == 'table' and counted.err then
+    redis.call('DEL', key)
+    redis.call('HSET', key, field, '1')
+  end
+end
+
+-- The counters as two decimal strings ('0' for a missing value or one not of our form).
+local function read_epochs(key)
+  local values = redis.pcall('HMGET', key, 'members', 'removals')
+  local out = {'0', '0'}
+  if type(values) == 'table' and not values.err then
+    for i = 1, 2 do
+      local value = values[i]
+      if type(value) == 'string' and #value <= 15 and string.match(value, '^%d+$') then
+        out[i] = value
+      end
+    end
+  end
+  return out
+end

@@ -1,7 +1,7 @@
 -- remove: drop a job and all its state, leaving a tombstone so the other instances drop it
 -- too instead of re-creating it. A job not of our form is removed all the same. Its run
 -- history goes too: its own list, and its records in the group's.
--- KEYS: common layout, one (job, lease) pair
+-- KEYS: common layout, one (job, lease) pair, the group's change counters (see bump_epoch)
 -- ARGV: name, the key prefix of the per-job history lists, the group's history list (keys
 --       derived with the group's hash tag, as in history_args of common.lua)
 -- Returns {removed, corrupt}: removed is 1, or 0 if the job was unknown.
@@ -12,6 +12,7 @@ redis.call('DEL', key, lease_key, ARGV[2] .. name)
 redis.call('ZREM', DUE, name)
 redis.call('SREM', JOBS, name)
 redis.call('SADD', REMOVED, name)
+bump_epoch(KEYS[6], 'removals')
 
 -- The group's list is bounded (GROUP_HISTORY_LIMIT): rewritten without the job's records
 -- only if it has some. Records not of our form are left to the readers, which skip them.
