@@ -112,6 +112,9 @@ response = post(staff, "/ops/scheduler/pause", {"name": "report", "csrf": token}
 seen["pause"] = [response.status_code, response.get("Location")]
 seen["job"] = staff.get("/ops/scheduler/job", {"name": "report"}).status_code
 seen["unknown"] = staff.get("/ops/scheduler/job", {"name": "nope"}).status_code
+response = anonymous.get("/open/")
+seen["open"] = [response.status_code, "<form" in response.content.decode()]
+seen["open_post"] = post(anonymous, "/open/pause", {"name": "report"}).status_code
 print(json.dumps(seen))
 """
 
@@ -129,6 +132,9 @@ def test_in_django_the_readme_urls_serve_the_dashboard_to_staff_only(redis_serve
     project = urls.parent.parent
     (project / "project" / "__init__.py").write_text("", encoding="utf-8")
     (project / "project" / "settings.py").write_text(SETTINGS, encoding="utf-8")
+    with urls.open("a", encoding="utf-8") as more:  # and one open to all, read-only
+        more.write('urlpatterns.append(path("open/", include(dashboard_urls(\n'
+                   '    control, permission=None, read_only=True))))\n')
 
     # When visitors ask for the dashboard there
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings",
@@ -150,5 +156,7 @@ def test_in_django_the_readme_urls_serve_the_dashboard_to_staff_only(redis_serve
     assert seen["no_token"] == 403
     assert seen["pause"] == [303, "/ops/scheduler/"]
     assert (seen["job"], seen["unknown"]) == (200, 404)
+    # and permission=None serves anyone (here read-only: no buttons, POSTs refused)
+    assert seen["open"] == [200, False] and seen["open_post"] == 403
     with Control.from_url(redis_server.url, key_prefix="shop") as control:
         assert control.job("report").paused

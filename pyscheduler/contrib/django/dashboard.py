@@ -14,6 +14,7 @@ import io
 from typing import Any, Callable, Optional
 
 from django.contrib.auth.views import redirect_to_login  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 from django.http import HttpResponse, HttpResponseForbidden  # type: ignore[import-untyped]
 from django.urls import re_path  # type: ignore[import-untyped]
 from django.views.decorators.csrf import csrf_exempt  # type: ignore[import-untyped]
@@ -55,7 +56,14 @@ def dashboard_view(app: Dashboard, *, permission: Optional[Permission] = is_staf
 
     def view(request: Any, path: str = "") -> Any:
         if permission is not None and not permission(request):
-            if not request.user.is_authenticated:
+            user = getattr(request, "user", None)
+            if user is None:
+                raise ImproperlyConfigured(
+                    "the pyscheduler dashboard checks request.user, which only Django's "
+                    "AuthenticationMiddleware sets: add it to MIDDLEWARE (with "
+                    "django.contrib.auth in INSTALLED_APPS), or pass permission=None to "
+                    "dashboard_urls() where the prefix is guarded otherwise")
+            if not user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             return HttpResponseForbidden("staff only")
         return _forward(app, request, path)
