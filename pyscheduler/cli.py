@@ -366,8 +366,9 @@ def run_demo(duration: float) -> int:
 
 _DASHBOARD_DESCRIPTION = """\
 Serve the web dashboard of a scheduler group on Redis: its jobs, their run history, the live
-instances; pause, resume, run now and remove. It authenticates nobody: keep it on
-127.0.0.1 (the default) or behind a proxy that does. SIGTERM or Ctrl-C stops it."""
+instances; pause, resume, run now and remove. It listens on 127.0.0.1 by default; on any
+other address only with a password in $PYSCHEDULER_DASHBOARD_PASSWORD (HTTP basic auth,
+user "admin"; put TLS in front). SIGTERM or Ctrl-C stops it."""
 
 
 def _add_dashboard_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
@@ -408,6 +409,9 @@ def run_dashboard(args: argparse.Namespace) -> int:
     with control, StopSignals() as signals:
         try:
             server = make_server(control, args.host, args.port, read_only=args.read_only)
+        except ConfigError as exc:
+            print(f"pyscheduler dashboard: error: {_one_line(str(exc))}", file=sys.stderr)
+            return _USAGE
         except OSError as exc:
             print(f"pyscheduler dashboard: error: cannot listen on {args.host}:{args.port}: "
                   f"{exc.strerror or exc}", file=sys.stderr)

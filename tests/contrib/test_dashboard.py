@@ -30,6 +30,13 @@ HOSTILE = "<script>alert(\"x\")</script>'&"
 HOSTILE_ERROR = "<img src=x onerror=\"alert('boom')\">"
 
 
+def local(app, address: str = "127.0.0.1") -> Client:
+    """A client at ``address``, by default on this machine, as a server would say
+    (werkzeug's test client sets no REMOTE_ADDR)."""
+    return Client(lambda environ, start_response:
+                  app({**environ, "REMOTE_ADDR": address}, start_response))
+
+
 def token_of(page: str) -> str:
     match = re.search(r'name="csrf" value="([^"]+)"', page)
     assert match, "the page has no form"
@@ -48,7 +55,7 @@ def failing(message: str):
 
 @pytest.fixture
 def client(group: Group) -> Client:
-    return Client(Dashboard(group.control))
+    return local(Dashboard(group.control))
 
 
 # -- what the pages show ----------------------------------------------------------------------
@@ -259,12 +266,55 @@ def test_a_post_from_this_origin_is_accepted(group, client):
 
 def test_each_dashboard_has_its_own_token_unless_given_a_secret(group):
     group.scheduler(hourly("report"))
-    one, two = Client(Dashboard(group.control)), Client(Dashboard(group.control))
+    one, two = local(Dashboard(group.control)), local(Dashboard(group.control))
     assert token_of(one.get("/").text) != token_of(two.get("/").text)
     assert post(two, "pause", "report", token_of(one.get("/").text)).status_code == 403
-    a = Client(Dashboard(group.control, csrf_secret="s3cret"))
-    b = Client(Dashboard(group.control, csrf_secret="s3cret"))
+    a = local(Dashboard(group.control, csrf_secret="s3cret"))
+    b = local(Dashboard(group.control, csrf_secret="s3cret"))
     assert post(b, "pause", "report", token_of(a.get("/").text)).status_code == 303
+
+
+# -- who may act ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.1", "::1", "::ffff:127.0.0.1"])
+def test_without_an_authorize_hook_loopback_clients_may_act(group, address):
+    group.scheduler(hourly("report"))
+    client = local(Dashboard(group.control), address)
+    assert post(client, "pause", "report", token_of(client.get("/").text)).status_code == 303
+    assert group.control.job("report").paused
+
+
+@pytest.mark.parametrize("address", ["203.0.113.9", "::ffff:10.0.0.1", "2001:db8::1", ""])
+def test_without_an_authorize_hook_other_clients_may_only_look(group, address):
+    group.scheduler(hourly("report"))
+    app = Dashboard(group.control)
+    token = token_of(local(app).get("/").text)  # what a loopback client was given
+    remote = local(app, address)
+
+    page = remote.get("/")
+    assert page.status_code == 200 and "report" in page.text and "<form" not in page.text
+    response = post(remote, "pause", "report", token)
+    assert response.status_code == 403 and "clients on this machine" in response.text
+    assert remote.get("/remove?name=report").status_code == 405
+    assert not group.control.job("report").paused
+
+
+def test_an_authorize_hook_decides_who_may_look_and_act(group):
+    group.scheduler(hourly("report"))
+    app = Dashboard(group.control, authorize=lambda environ: environ.get("HTTP_X_USER") == "ops")
+    stranger, operator = local(app, "203.0.113.9"), local(app, "203.0.113.9")
+
+    assert stranger.get("/").status_code == 403
+    assert stranger.get("/job?name=report").status_code == 403
+    page = operator.get("/", headers={"X-User": "ops"})
+    assert page.status_code == 200 and ">Pause</button>" in page.text
+    assert stranger.post("/pause", data={"name": "report", "csrf": token_of(page.text)}
+                         ).status_code == 403
+    assert not group.control.job("report").paused
+    response = operator.post("/pause", data={"name": "report", "csrf": token_of(page.text)},
+                             headers={"X-User": "ops"})
+    assert response.status_code == 303 and group.control.job("report").paused
 
 
 # -- read-only, mounting, a backend that is down ---------------------------------------------
@@ -272,7 +322,7 @@ def test_each_dashboard_has_its_own_token_unless_given_a_secret(group):
 
 def test_read_only_shows_no_buttons_and_refuses_posts(group):
     group.scheduler(hourly("report"))
-    client = Client(Dashboard(group.control, read_only=True))
+    client = local(Dashboard(group.control, read_only=True))
     page = client.get("/").text
     assert "<form" not in page and "Remove" not in page and "report" in page
     assert "<form" not in client.get("/job?name=report").text
@@ -289,7 +339,7 @@ def test_under_a_prefix_every_link_and_redirect_stays_under_it(group):
         environ["SCRIPT_NAME"] = "/ops/scheduler"
         return app(environ, start_response)
 
-    client = Client(mounted)
+    client = local(mounted)
     page = client.get("/").text
     hrefs = re.findall(r'(?:href|action)="(?!data:)([^"]+)"', page)  # but the empty icon
     assert hrefs and all(href.startswith("/ops/scheduler/") for href in hrefs), hrefs
@@ -306,7 +356,7 @@ def closed_port() -> int:
 @pytest.mark.parametrize("path", ["/", "/job?name=report", "/instances"])
 def test_a_backend_that_is_down_is_a_503_page_of_one_line(path):
     with Control.from_url(f"redis://127.0.0.1:{closed_port()}/0") as control:
-        client = Client(Dashboard(control))
+        client = local(Dashboard(control))
         response = client.get(path)
         assert response.status_code == 503
         assert "Traceback" not in response.text and "File \"" not in response.text

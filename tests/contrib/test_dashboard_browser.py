@@ -154,6 +154,14 @@ def test_in_chromium_the_buttons_pause_trigger_and_remove_jobs(shop, browser_pag
     # (a row per run, newest first; the two runs before were triggered too)
     assert page.locator("table tr", has_text="manual").count() == shop.runs("report") == 3
 
+    # A failed run's error, markup included, shows as text in the job's history
+    page.goto(shop.url)
+    row(page, "sync-inventory").get_by_role("link", name="sync-inventory").click()
+    failed = page.locator("table tr", has_text="failed")
+    assert failed.count() == 2
+    assert "warehouse API answered 502 <Bad Gateway>" in failed.first.inner_text()
+    assert page.locator("bad").count() == 0
+
     # Remove: a confirmation page first, whose button removes the job
     page.goto(shop.url)
     row(page, "legacy-export").get_by_role("link", name="Remove").click()

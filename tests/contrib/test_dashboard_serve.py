@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -18,9 +19,18 @@ from typing import Iterator
 
 import pytest
 
-from pyscheduler import Control, FakeClock, IntervalSchedule, Job, RedisBackend
+from pyscheduler import (
+    ConfigError,
+    Control,
+    FakeClock,
+    IntervalSchedule,
+    Job,
+    MemoryBackend,
+    RedisBackend,
+)
 from pyscheduler.cli import make_parser
 from pyscheduler.contrib.dashboard import make_server
+from pyscheduler.contrib.dashboard.server import PASSWORD_VARIABLE
 
 from ..helpers import START, WAIT, Schedulers
 
@@ -68,6 +78,53 @@ def test_make_server_serves_the_pages_and_the_buttons(shop):
             serving.join()
 
 
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def get(url: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=WAIT) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "example.com"])
+def test_make_server_needs_a_password_off_loopback(host, monkeypatch):
+    monkeypatch.delenv(PASSWORD_VARIABLE, raising=False)
+    with pytest.raises(ConfigError, match="is not a loopback address: serving the dashboard "
+                                          "there needs a password"):
+        make_server(Control(MemoryBackend()), host, 0)
+
+
+@pytest.mark.parametrize("given", ["argument", "environment"])
+def test_with_a_password_every_request_needs_it(given, monkeypatch, schedulers):
+    clock = FakeClock(START)
+    backend = MemoryBackend(clock)
+    scheduler = schedulers.stepped(clock, backend)
+    scheduler.register(Job("report", IntervalSchedule(3600), lambda: None))
+    scheduler.start(background=False)
+    monkeypatch.setenv(PASSWORD_VARIABLE, "from-env" if given == "environment" else "")
+    password = "s3cret" if given == "argument" else "from-env"
+    with make_server(Control(backend), "0.0.0.0", 0, log_requests=False,
+                     password="s3cret" if given == "argument" else None) as server:
+        serving = threading.Thread(target=server.serve_forever)
+        serving.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_port}/"
+            status, _, headers = get(url, {})
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Basic ")
+            assert get(url, basic("admin", "wrong"))[0] == 401
+            assert get(url, {"Authorization": "Basic !!"})[0] == 401
+            status, page, _ = get(url, basic("admin", password))
+            assert status == 200 and ">Pause</button>" in page
+        finally:
+            server.shutdown()
+            serving.join()
+
+
 # -- pyscheduler dashboard ---------------------------------------------------------------------
 
 
@@ -100,6 +157,8 @@ def test_the_dashboard_command_needs_a_redis_url():
     (["--redis-url", "http://nowhere"], "redis_url"),
     (["--redis-url", "redis://localhost/0", "--key-prefix", ""], "key_prefix"),
     (["--redis-url", "redis://localhost/0", "--port", "70000"], "--port"),
+    (["--redis-url", "redis://localhost/0", "--host", "0.0.0.0"],
+     "needs a password (PYSCHEDULER_DASHBOARD_PASSWORD)"),
 ])
 def test_the_dashboard_command_refuses_bad_settings_in_one_line(args, error):
     result = run(*args)

@@ -16,11 +16,17 @@ name holding ``/`` would not survive there):
 Every POST redirects (303) to the page it came from. A POST is refused (403) unless it
 carries the application's CSRF token, and, when the browser sends ``Origin`` or ``Referer``,
 unless that names this host: another site can neither read the token nor pass as this one.
+
+Who may use it: with an ``authorize(environ)`` hook, whoever it accepts (pages and actions;
+the others get a 403). Without one, anyone may look, but only clients on this machine
+(a loopback ``REMOTE_ADDR``) get the buttons: a dashboard mounted with no guard of its own
+never lets the network change the group.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import secrets
 from typing import Callable, Iterable, Optional
@@ -31,13 +37,15 @@ from ...errors import BackendError, JobNotFoundError
 from . import pages
 from .pages import Links
 
-__all__ = ["Dashboard"]
+__all__ = ["Authorize", "Dashboard", "from_loopback"]
 
 _log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., object]
 Environ = dict[str, object]
 Response = tuple[str, list[tuple[str, str]], bytes]
+#: Whether a request may use the dashboard, given its WSGI environ.
+Authorize = Callable[[Environ], bool]
 
 #: Group history read for the jobs page's strips: one call, not one per job.
 _GROUP_RUNS = 1_000
@@ -76,11 +84,15 @@ class Dashboard:
 
     Mount it anywhere: it builds every URL from ``SCRIPT_NAME``, so under a prefix (a
     ``DispatcherMiddleware`` entry, a Django URL include) its links stay under the prefix.
-    It does no authentication: put it behind whatever guards the application serving it
-    (:func:`pyscheduler.contrib.django.dashboard_urls` is staff-only by default).
+    It authenticates nobody itself: ``authorize`` asks whatever guards the application
+    serving it (:func:`pyscheduler.contrib.django.dashboard_urls` is staff-only by default;
+    :func:`~pyscheduler.contrib.dashboard.make_server` takes a password).
 
     :param control: the group to show; not closed here.
     :param read_only: show no action buttons and refuse every POST (403).
+    :param authorize: who may use it, pages and actions: a function of the WSGI environ
+        (the user your middleware set, a header your proxy adds...); refused requests get a
+        403. Without it, the pages are open and the actions only for loopback clients.
     :param csrf_secret: the CSRF token's secret. By default each ``Dashboard`` draws a
         random one, which is right for one process; give the same secret to the
         dashboards of every process behind one address (several gunicorn workers), or a
@@ -88,9 +100,11 @@ class Dashboard:
     """
 
     def __init__(self, control: Control, *, read_only: bool = False,
+                 authorize: Optional[Authorize] = None,
                  csrf_secret: Optional[str] = None) -> None:
         self.control = control
         self.read_only = read_only
+        self.authorize = authorize
         secret = csrf_secret if csrf_secret is not None else secrets.token_hex(32)
         self._token = hmac.new(secret.encode(), b"pyscheduler-dashboard-csrf",
                                "sha256").hexdigest()
@@ -100,8 +114,10 @@ class Dashboard:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         links = Links(str(environ.get("SCRIPT_NAME", "")).rstrip("/"),
-                      None if self.read_only else self._token)
+                      self._token if self._may_act(environ) else None)
         try:
+            if self.authorize is not None and not self.authorize(environ):
+                raise _HTTPError("403 Forbidden", "you are not allowed to use this dashboard")
             status, headers, body = self._respond(environ, links)
         except _HTTPError as exc:
             status, headers = exc.status, exc.headers
@@ -123,6 +139,9 @@ class Dashboard:
         start_response(status, headers)
         return [body]
 
+    def _may_act(self, environ: Environ) -> bool:
+        return not self.read_only and (self.authorize is not None or from_loopback(environ))
+
     # -- routing -----------------------------------------------------------------------------
 
     def _respond(self, environ: Environ, links: Links) -> Response:
@@ -134,7 +153,7 @@ class Dashboard:
         pages_by_path: dict[str, Callable[[Environ, Links], str]] = {
             "/": self._jobs, "/job": self._job, "/instances": self._instances,
         }
-        if not self.read_only:
+        if links.token is not None:
             pages_by_path["/remove"] = self._confirm_remove
         page = pages_by_path.get(path)
         if page is None:
@@ -180,6 +199,9 @@ class Dashboard:
     def _act(self, environ: Environ, links: Links, verb: str) -> Response:
         if self.read_only:
             raise _HTTPError("403 Forbidden", "this dashboard is read-only")
+        if not self._may_act(environ):
+            raise _HTTPError("403 Forbidden", "actions are only for clients on this machine "
+                             "unless the dashboard has an authorize hook")
         form = _read_form(environ)
         self._check_csrf(environ, form)
         name = form.get("name")
@@ -232,6 +254,19 @@ def _read_form(environ: Environ) -> dict[str, str]:
     except UnicodeDecodeError:
         raise _HTTPError("400 Bad Request", "the form is not UTF-8") from None
     return {key: values[0] for key, values in fields.items()}
+
+
+def from_loopback(environ: Environ) -> bool:
+    """Whether the request comes from this machine (``REMOTE_ADDR`` is a loopback address,
+    IPv4-mapped included). Behind a proxy on this machine every request does: give such a
+    dashboard an ``authorize`` hook."""
+    try:
+        address = ipaddress.ip_address(str(environ.get("REMOTE_ADDR", "")))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _host(environ: Environ) -> str:

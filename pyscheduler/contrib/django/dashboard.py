@@ -39,14 +39,21 @@ def dashboard_urls(control: Control, *, read_only: bool = False,
                    permission: Optional[Permission] = is_staff) -> list[Any]:
     """URL patterns serving the dashboard of ``control``, for ``include()``.
 
-    :param permission: who may see it (default: staff users); ``None`` lets everyone in,
-        for a project that guards the prefix some other way.
+    :param permission: who may see it and use its buttons (default: staff users);
+        ``None`` lets everyone see it, and only clients on this machine use the buttons.
     :param read_only: and ``csrf_secret``: as for :class:`Dashboard` (give a secret when
         several processes serve the project).
     """
-    view = dashboard_view(Dashboard(control, read_only=read_only, csrf_secret=csrf_secret),
-                          permission=permission)
+    # The view checks the permission before forwarding: whoever it lets through may act.
+    # Without one, the dashboard's own default holds (actions for loopback clients only).
+    authorize = None if permission is None else _everyone
+    view = dashboard_view(Dashboard(control, read_only=read_only, authorize=authorize,
+                                    csrf_secret=csrf_secret), permission=permission)
     return [re_path(r"^(?P<path>.*)$", view, name="pyscheduler-dashboard")]
+
+
+def _everyone(environ: object) -> bool:
+    return True
 
 
 def dashboard_view(app: Dashboard, *, permission: Optional[Permission] = is_staff
