@@ -96,6 +96,32 @@ def test_the_jobs_page_shows_each_jobs_state_and_its_recent_outcomes(group, clie
     assert ">Resume</button>" in cleanup[:cleanup.index("</tr>")]
 
 
+@pytest.mark.parametrize("history_limit", [50, 0])
+def test_the_last_result_is_the_last_runs_not_the_last_error_ever(group, client,
+                                                                   history_limit):
+    # Given a job that failed, then succeeded (with or without a history kept)
+    calls = []
+
+    def fails_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("disk full")
+
+    scheduler = group.scheduler(hourly("report", fails_once), history_limit=history_limit)
+    group.control.trigger("report")
+    group.settle(scheduler)
+    assert "failed: <span class=\"error\">ValueError: disk full" in client.get("/").text
+    group.control.trigger("report")
+    group.settle(scheduler)
+
+    # Then the jobs page says it succeeded; the job's page still has the last error
+    assert group.control.job("report").last_error  # kept: it is the last error ever
+    page = client.get("/").text
+    row = page[page.index('<tr data-job="report">'):]
+    assert '<td class="result">succeeded</td>' in row[:row.index("</tr>")]
+    assert "disk full" in client.get("/job?name=report").text
+
+
 def test_the_job_page_shows_its_state_and_history(group, client):
     scheduler = group.scheduler(hourly("report", failing("no route to host")))
     group.control.trigger("report")

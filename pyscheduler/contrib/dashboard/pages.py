@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Optional, Sequence
 from urllib.parse import quote, urlencode
 
-from ...backends.base import InstanceInfo
+from ...backends.base import InstanceInfo, RunOutcome
 from ...control import HistoryEntry, JobInfo
 
 __all__ = ["Links", "confirm_remove_page", "error_page", "instances_page", "job_page",
@@ -151,13 +151,20 @@ def _strip(runs: Sequence[HistoryEntry]) -> str:
 
 
 def _last_result(job: JobInfo, runs: Sequence[HistoryEntry]) -> str:
-    if job.last_error:
-        first_line = job.last_error.splitlines()[0] if job.last_error.strip() else job.last_error
-        shown = first_line[:_ERROR_PREVIEW] + ("..." if len(first_line) > _ERROR_PREVIEW else "")
-        return f"<span class=\"error\">{_text(shown)}</span>"
+    """How the last run ended, with the error if it failed (``last_error`` alone is the
+    last error ever, which a later success does not clear)."""
     if runs:
-        return _text(runs[0].outcome)
-    return "<span class=\"muted\">-</span>" if job.last_run_at is None else "succeeded"
+        outcome = runs[0].outcome
+    elif job.last_run_at is None:
+        return "<span class=\"muted\">-</span>"
+    else:  # no history kept: the last success tells whether the last run was one
+        succeeded = job.last_success_at is not None and job.last_success_at >= job.last_run_at
+        outcome = RunOutcome.SUCCEEDED if succeeded else RunOutcome.FAILED
+    if outcome == RunOutcome.SUCCEEDED or not job.last_error:
+        return _text(outcome)
+    first_line = job.last_error.strip().splitlines()[0] if job.last_error.strip() else ""
+    shown = first_line[:_ERROR_PREVIEW] + ("..." if len(first_line) > _ERROR_PREVIEW else "")
+    return f"{_text(outcome)}: <span class=\"error\">{_text(shown)}</span>"
 
 
 def _holder(job: JobInfo) -> str:
