@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -15,7 +17,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from subprocess import Popen
+from typing import Iterator, Optional
 
 import pytest
 
@@ -31,6 +34,7 @@ from pyscheduler import (
 from pyscheduler.cli import make_parser
 from pyscheduler.contrib.dashboard import make_server
 from pyscheduler.contrib.dashboard.server import PASSWORD_VARIABLE
+from tests.readme_samples import console_commands
 
 from ..helpers import START, WAIT, Schedulers
 
@@ -184,15 +188,36 @@ def console_script() -> str:
     return str(script)
 
 
-@pytest.mark.redis
-def test_the_dashboard_command_serves_the_group_until_sigterm(shop):
-    # Given the console script serving the group "shop" on a free port
-    env = {**os.environ, "PYSCHEDULER_REDIS_URL": shop, "PYSCHEDULER_KEY_PREFIX": "shop"}
-    process = subprocess.Popen([console_script(), "dashboard", "--port", "0"], env=env,
-                               stderr=subprocess.PIPE, text=True)
+def readme_dashboard_command(redis_url: str) -> list[str]:
+    """The README's ``pyscheduler dashboard`` command, on ``redis_url`` and a free port."""
+    (line,) = [command for command in console_commands() if " dashboard " in command]
+    words = shlex.split(line)
+    assert words[:2] == ["pyscheduler", "dashboard"]
+    words[words.index("--redis-url") + 1] = redis_url
+    words[words.index("--port") + 1] = "0"
+    return [console_script(), *words[1:]]
+
+
+@contextlib.contextmanager
+def dashboard_process(argv: list[str],
+                      env: Optional[dict[str, str]] = None) -> Iterator[tuple[Popen, str]]:
+    """The dashboard command running, with the first line it printed; killed at the end if
+    the test did not stop it."""
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     try:
+        yield process, process.stderr.readline()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=BOUND)
+        process.stderr.close()
+
+
+@pytest.mark.redis
+def test_the_readme_dashboard_command_serves_the_group_until_sigterm(shop):
+    # Given the README's command serving the group "shop" (on a free port)
+    with dashboard_process(readme_dashboard_command(shop)) as (process, line):
         # When it says where it listens
-        line = process.stderr.readline()
         match = re.search(r"the group 'shop' at (http://127\.0\.0\.1:\d+/)", line)
         assert match, line
 
@@ -204,8 +229,14 @@ def test_the_dashboard_command_serves_the_group_until_sigterm(shop):
         # And SIGTERM stops it, with status 0
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=BOUND) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=BOUND)
-        process.stderr.close()
+
+
+@pytest.mark.redis
+def test_the_dashboard_command_takes_the_group_from_the_environment(shop):
+    env = {**os.environ, "PYSCHEDULER_REDIS_URL": shop, "PYSCHEDULER_KEY_PREFIX": "shop"}
+    argv = [sys.executable, "-m", "pyscheduler", "dashboard", "--port", "0"]
+    with dashboard_process(argv, env) as (process, line):
+        url = re.search(r"the group 'shop' at (http://\S+/)", line).group(1)
+        assert '<tr data-job="report">' in fetch(url)[1]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=BOUND) == 0
