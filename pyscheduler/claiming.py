@@ -64,7 +64,7 @@ from .job import Job
 from .lock import DistributedLock
 from .observability import SafeHooks
 from .outcomes import OutcomeQueue, decide_outcome
-from .ownership import Ownership
+from .ownership import Ownership, jobs_digest
 from .schedules import OnceSchedule, latest_due_ms
 
 __all__ = ["Claimer", "job_definition"]
@@ -111,7 +111,18 @@ class Claimer:
         self.failures = 0  # consecutive failed ticks
         self.ownership = Ownership()
         #: the live instances' ids from the last heartbeat, until the tick follows them
-        self._members_heard: Optional[list[str]] = None
+        #: the live instances (id, last heartbeat ms) from the last heartbeat, and whether
+        #: the tick has yet to follow them (or a suspicion changed what they mean)
+        self._heard: list[tuple[str, int]] = []
+        self._heard_new = False
+        #: owners that let an occurrence go takeover_delay overdue, and when (backend ms):
+        #: their jobs are claimed elsewhere until they heartbeat again
+        self._suspected: dict[str, int] = {}
+        #: jobs asked for here whoever owns them (run_now, resume, a retry of a run here...)
+        #: until the backend's answer; ownership changes leave them armed meanwhile
+        self._pinned: set[str] = set()
+        #: the owner of each job taken over and its due time then, until the claim's answer
+        self._taking_over: dict[str, tuple[str, int]] = {}
         self._members_epoch = -1  # as the last claim answer told it
         self._removals_epoch = -1  # as the last claim answer told it, once followed
         self._removals_heard = -1  # as the last claim answer told it
@@ -302,10 +313,14 @@ class Claimer:
     def _apply_batch(self, batch: ClaimBatch, sent: float,
                      resent: frozenset[str] = frozenset(), resent_sent: float = 0.0) -> None:
         for claim in batch.claims:
+            taken = self._taking_over.pop(claim.job_name, None)
+            if taken is not None:
+                self._suspect(claim, *taken, batch.now_ms)
             self._start_claim(claim, resent_sent if claim.owner in resent else sent)
         if batch.refused or batch.due:
             claimed = {claim.job_name for claim in batch.claims}
             for due in batch.refused:
+                self._taking_over.pop(due.name, None)  # someone else was quicker
                 entry = self._index.get(due.name)
                 if entry is not None and due.name not in claimed:
                     self.apply_due(entry, due)
@@ -370,20 +385,64 @@ class Claimer:
     def members_heard(self, instances: list[InstanceInfo]) -> None:
         """A heartbeat's answer (on the refresher's thread): the tick follows it next pass."""
         if self.config.takeover_seconds > 0:  # 0: every instance claims everything on time
-            self._members_heard = [info.instance_id for info in instances]
+            mine = self.jobs_digest()
+            self._heard = [(info.instance_id, info.last_heartbeat_ms) for info in instances
+                           if info.jobs_digest in ("", mine)]
+            self._heard_new = True
             self.wake.set()
+
+    def jobs_digest(self) -> str:
+        """The fingerprint of this instance's jobs, which its heartbeat carries."""
+        return jobs_digest((entry.job.name, entry.job.definition_version)
+                           for entry in self._index.entries())
+
+    def _suspect(self, claim: Claim, owner: str, due_ms: int, now_ms: int) -> None:
+        """An owner let an occurrence go ``takeover_delay`` overdue: crashed, frozen, cut off,
+        busy or without the job. Until it heartbeats again its jobs are owned among the
+        others, so that they run on time rather than each a takeover late."""
+        if claim.scheduled_ms > due_ms:  # a regular occurrence, and later ones were due too
+            self._hooks.log("warning", "took over an occurrence its owner let go overdue; "
+                            "the occurrences due since coalesced into this one",
+                            job=claim.job_name, owner=owner, due_at=from_ms(due_ms).isoformat(),
+                            scheduled_at=from_ms(claim.scheduled_ms).isoformat())
+        if owner in self._suspected or owner == self.instance_id:
+            return
+        self._suspected[owner] = now_ms
+        self._heard_new = True
+        self._hooks.log("info", "took over an occurrence its owner let go overdue: until that "
+                        "instance heartbeats again, its jobs are claimed by the others",
+                        job=claim.job_name, owner=owner,
+                        takeover_delay=self.config.takeover_seconds)
+
+    def _live_members(self) -> list[str]:
+        """The heard live instances, less those suspected since their last heartbeat."""
+        live = []
+        for member, beat_ms in self._heard:
+            since = self._suspected.get(member)
+            if since is not None and beat_ms > since:
+                del self._suspected[member]  # it heartbeats: alive, and owns again
+                since = None
+            if since is None:
+                live.append(member)
+        heard = {member for member, _ in self._heard}
+        for member in [m for m in self._suspected if m not in heard]:
+            del self._suspected[member]  # expired from the group
+        return live
 
     def _follow_members(self) -> None:
         """Recompute the owners after the live instances changed: park the jobs now owned
         elsewhere, and watch those now owned here, from their current states (a state
         learnt long ago would only cost a refused claim, but one read answers them all)."""
-        heard, self._members_heard = self._members_heard, None
-        if heard is None or not self.ownership.set_members(heard):
+        if not self._heard_new:
+            return
+        self._heard_new = False
+        if not self.ownership.set_members(self._live_members()):
             return
         gained = []
         for entry in self._index.entries():
             if not self.ownership.owns(entry.job.name):
-                self._index.park(entry)
+                if entry.job.name not in self._pinned:
+                    self._index.park(entry)
             elif not entry.armed:
                 gained.append(entry)
                 self._index.set_due(entry, entry.due_ms, entry.next_run_ms)
@@ -418,7 +477,10 @@ class Claimer:
         if due.missing or due.superseded or due.due_ms is None or \
                 self.ownership.owns(due.name):
             return True
-        return now_ms - due.due_ms >= self.config.takeover_seconds * 1000
+        if now_ms - due.due_ms < self.config.takeover_seconds * 1000:
+            return False
+        self._taking_over[due.name] = (self.ownership.owner_of(due.name), due.due_ms)
+        return True
 
     def _poll_seconds(self) -> float:
         """How often the backend's due work is looked at with nothing due here: per tick
@@ -538,7 +600,10 @@ class Claimer:
         """Record a job's due time: watched here if this instance owns the job (or ``armed``),
         else parked for its owner."""
         if armed is None:
+            self._pinned.discard(entry.job.name)
             armed = self.ownership.owns(entry.job.name)
+        elif armed:
+            self._pinned.add(entry.job.name)
         if due_ms is not None and next_run_ms is not None and self._backend_now_ms() < \
                 next_run_ms < due_ms:
             # An occurrence runs elsewhere (due = its lease expiry) and the job was advanced

@@ -83,6 +83,7 @@ class OutcomeQueue:
         self._queue: list[tuple[Run, Outcome]] = []
         self._sending = False
         self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)  # notified when nothing is left
 
     def report(self, run: Run, outcome: Outcome) -> None:
         """Queue ``outcome``, and send the queue unless another thread is sending it."""
@@ -113,6 +114,7 @@ class OutcomeQueue:
         """``batch`` (from :meth:`take`) was recorded, giving ``states``."""
         with self._lock:
             self._sending = False
+            self._drained.notify_all()
         for (run, _), state in zip(batch, states):
             self._recorded(run, state)
 
@@ -121,6 +123,13 @@ class OutcomeQueue:
         with self._lock:
             self._queue[:0] = batch
             self._sending = False
+
+    def wait_recorded(self, timeout: Optional[float]) -> bool:
+        """Wait (in real time) until every queued outcome is recorded; :returns: whether
+        that happened within ``timeout`` seconds."""
+        with self._drained:
+            return self._drained.wait_for(lambda: not self._queue and not self._sending,
+                                          timeout)
 
     def flush(self) -> None:
         """Send what is queued (outcomes a failed send kept), unless it is being sent."""
@@ -148,3 +157,4 @@ class OutcomeQueue:
         finally:
             with self._lock:
                 self._sending = False
+                self._drained.notify_all()

@@ -25,7 +25,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-__all__ = ["Ownership"]
+__all__ = ["Ownership", "jobs_digest"]
+
+
+def jobs_digest(definitions: Iterable[tuple[str, str]]) -> str:
+    """A fingerprint of an instance's jobs, as (name, definition version) pairs.
+
+    Only the instances with the same fingerprint divide those jobs among themselves: during
+    a rolling deploy the old instances leave a changed job to the new ones, and a job only
+    some of them have must not be owned by one that lacks it. Between two releases each
+    side thus claims the jobs it has on time; a job both sides have costs a refused claim.
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    for name, version in sorted(definitions):
+        digest.update(f"{name}\0{version}\0".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 class Ownership:

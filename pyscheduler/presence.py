@@ -30,9 +30,10 @@ class Presence:
 
     def __init__(self, backend: Backend, lock: DistributedLock, executor: DefaultJobExecutor,
                  hooks: SafeHooks,
-                 on_live: Optional[Callable[[list[InstanceInfo]], None]] = None) -> None:
+                 on_live: Optional[Callable[[list[InstanceInfo]], None]] = None,
+                 jobs_digest: Callable[[], str] = str) -> None:
         self._backend, self._lock, self._executor, self._hooks = backend, lock, executor, hooks
-        self._on_live = on_live
+        self._on_live, self._jobs_digest = on_live, jobs_digest
         self._announced: Optional[InstanceInfo] = None  # what stays the same between beats
 
     @property
@@ -68,7 +69,8 @@ class Presence:
         announced = self._announced
         if announced is None or announced.pid != os.getpid():
             return None
-        return replace(announced, running=tuple(self._executor.running_names()))
+        return replace(announced, running=tuple(self._executor.running_names()),
+                       jobs_digest=self._jobs_digest())
 
     def leave(self, instance_id: str) -> None:
         """Stop heartbeating and remove the record (best effort: it expires anyway)."""

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -25,8 +26,8 @@ from .errors import SchedulerStateError
 if TYPE_CHECKING:
     from .scheduler import Scheduler
 
-__all__ = ["ServerProcess", "check_threads_enabled", "current_server", "start_in_workers",
-           "stop_at_exit"]
+__all__ = ["ServerProcess", "check_threads_enabled", "current_server",
+           "disarm_in_forked_children", "start_in_workers", "stop_at_exit"]
 
 _log = logging.getLogger("pyscheduler")
 
@@ -242,6 +243,27 @@ def _after_fork_in_child(callback: Callable[[], None]) -> None:
         uwsgidecorators.postfork(callback)
         return
     os.register_at_fork(after_in_child=callback)
+
+
+#: Started schedulers, held weakly, so that a forked child can disarm its copies of them.
+_STARTED: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+def disarm_in_forked_children(scheduler: Scheduler) -> None:
+    """Have a child forked from this process disarm its copy of ``scheduler`` (the threads
+    and leases are the parent's); uWSGI, which forks without these hooks, is told apart by
+    the scheduler itself, from its pid."""
+    _STARTED.add(scheduler)
+
+
+def _disarm_after_fork() -> None:
+    for scheduler in list(_STARTED):
+        scheduler._after_fork_in_child()
+    _STARTED.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_disarm_after_fork)
 
 
 def stop_at_exit(scheduler: Scheduler, timeout: float) -> None:

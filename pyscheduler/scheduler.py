@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
-import weakref
 from datetime import datetime
 from typing import Callable, Optional, TypeVar
 
@@ -47,7 +47,12 @@ from .observability import (
     StandardLogger,
 )
 from .presence import Presence
-from .process import check_threads_enabled, forked_copy_message, wrong_process_warnings
+from .process import (
+    check_threads_enabled,
+    disarm_in_forked_children,
+    forked_copy_message,
+    wrong_process_warnings,
+)
 from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
 from .shutdown import ShutdownReport, wait_for_runs
 
@@ -114,7 +119,8 @@ class Scheduler:
         self._stopping = False
         self._tick_thread: Optional[threading.Thread] = None
         self._presence = Presence(backend, self.lock, self.executor, self._hooks,
-                                  on_live=self._claimer.members_heard)
+                                  on_live=self._claimer.members_heard,
+                                  jobs_digest=self._claimer.jobs_digest)
         self._new_identity()
 
     def _new_identity(self) -> None:
@@ -237,7 +243,7 @@ class Scheduler:
         except BaseException:
             self._state = _NEW
             raise
-        _STARTED.add(self)
+        disarm_in_forked_children(self)
         self._hooks.log("info", "scheduler started", instance=self.instance_id,
                         jobs=len(self._index))
         self._warn_about_this_process()
@@ -347,7 +353,12 @@ class Scheduler:
         :returns: whether that happened within ``timeout``.
         """
         seconds = None if timeout is None else to_seconds(timeout, "timeout")
-        return self.executor.wait_idle(seconds)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        if not self.executor.wait_idle(seconds):
+            return False
+        # A result handed over may still wait for the claim it travels with.
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._claimer.outcomes.wait_recorded(left)
 
     def stop(self, timeout: Optional[Duration] = None) -> ShutdownReport:
         """Stop claiming, wait for running handlers up to ``timeout``, then cancel the rest.
@@ -508,16 +519,3 @@ class Scheduler:
             raise SchedulerStateError("run_pending() needs a started scheduler")
         return self._claimer.step()
 
-
-#: Started schedulers, so that a forked child can disarm its copies of them.
-_STARTED: weakref.WeakSet[Scheduler] = weakref.WeakSet()
-
-
-def _disarm_after_fork() -> None:
-    for scheduler in list(_STARTED):
-        scheduler._after_fork_in_child()
-    _STARTED.clear()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_disarm_after_fork)

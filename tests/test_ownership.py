@@ -17,7 +17,7 @@ import pytest
 from pyscheduler import ConfigError, IntervalSchedule, Job, MemoryBackend, SchedulerConfig
 from pyscheduler.ownership import Ownership
 
-from .helpers import MetricsRecorder, Recorder, step
+from .helpers import START, MetricsRecorder, Recorder, step
 
 EVERY = 20.0  # below the stepped schedulers' lock_ttl (30 s): records stay live between rounds
 JOBS = [f"job-{n:03d}" for n in range(60)]
@@ -185,7 +185,8 @@ def test_the_jobs_of_an_instance_that_stopped_are_claimed_on_time_by_the_others(
 def test_a_crashed_owners_occurrence_is_taken_over_once_overdue(fake_clock, schedulers):
     # Given two instances that know each other, one of which stops ticking (crashed, its
     # record still live)
-    group = Group(fake_clock, schedulers, ["a", "b"], tick_interval=5)
+    # (a's record outlives the test: only what b concludes makes it take a's jobs)
+    group = Group(fake_clock, schedulers, ["a", "b"], tick_interval=5, lock_ttl=300)
     group.heartbeat_all()
     owned_by_a = [name for name in JOBS if owner_among(["a", "b"], name) == "a"]
     assert owned_by_a
@@ -203,24 +204,44 @@ def test_a_crashed_owners_occurrence_is_taken_over_once_overdue(fake_clock, sche
     assert len(occurrences) == len(JOBS) and set(occurrences.values()) == {1}
     late = [call for call in group.recorder.calls if call[0] in owned_by_a]
     assert {kind for *_, kind in late} == {"regular"}
+    # and from then on b owns a's jobs too (a let them go overdue and has not heartbeaten
+    # since): the next round runs on time, all of it on b
+    fake_clock.advance(EVERY - SchedulerConfig().takeover_seconds)
+    group.beat_and_step("b")
+    occurrences = group.recorder.occurrences()
+    assert len(occurrences) == 2 * len(JOBS) and set(occurrences.values()) == {1}
 
 
-def test_a_job_its_owner_does_not_have_runs_on_an_instance_that_has_it(fake_clock, schedulers):
+def test_a_suspected_owner_owns_its_jobs_again_once_it_heartbeats(fake_clock, schedulers):
+    group = Group(fake_clock, schedulers, ["a", "b"], lock_ttl=300)
+    group.heartbeat_all()
+    group.beat_and_step("b")
+    fake_clock.advance(EVERY + SchedulerConfig().takeover_seconds)
+    for _ in range(3):  # a peek finds a's jobs overdue, a claim takes them, the tick follows
+        group.beat_and_step("b")
+    assert group.members["b"]._claimer.ownership.members == ("b",)  # a is suspected
+    # When a comes back and heartbeats, and b hears of it at its own next heartbeat
+    fake_clock.advance(0.5)
+    group.members["a"].lock.heartbeat()
+    group.members["b"].lock.heartbeat()
+    group.beat_and_step("b")
+    # Then b counts it among the owners again
+    assert group.members["b"]._claimer.ownership.members == ("a", "b")
+
+
+def test_a_job_its_owner_by_hashing_does_not_have_runs_on_time_on_one_that_has_it(
+        fake_clock, schedulers):
     # Given two instances of different releases (a rolling deploy): only "b" has the new job,
-    # whose owner by hashing is "a"
+    # whose owner by hashing over both would be "a"
     new_job = next(f"new-{n}" for n in range(100) if owner_among(["a", "b"], f"new-{n}") == "a")
     group = Group(fake_clock, schedulers, ["a", "b"], jobs=[])
     group.members["b"].register(Job(new_job, IntervalSchedule(EVERY), group.recorder))
     group.heartbeat_all()
     group.beat_and_step()
-    # When its occurrence comes due, and then its takeover delay passes
+    # When its occurrence comes due
     fake_clock.advance(EVERY)
     group.beat_and_step()
-    assert group.recorder.calls == []  # left to its owner at first
-    fake_clock.advance(SchedulerConfig().takeover_seconds)
-    group.beat_and_step()
-    group.beat_and_step()
-    # Then "b" ran it, once
+    # Then "b" ran it on time, once: instances with different jobs do not own each other's
     assert [call[0] for call in group.recorder.calls] == [new_job]
     assert group.started("b") == 1
 
@@ -252,3 +273,23 @@ def test_a_job_removed_elsewhere_is_dropped_by_every_instance_even_those_parking
     for scheduler in group.members.values():
         names = {job.name for job in scheduler.jobs()}
         assert JOBS[0] not in names and JOBS[1] not in names and JOBS[2] in names
+
+
+def test_a_job_changed_by_a_rolling_deploy_runs_on_time_on_the_new_instances(fake_clock,
+                                                                             schedulers):
+    # Given an old instance and a new one whose definition of a job differs (a timeout
+    # added), the job's owner by hashing over both being the old one
+    name = next(f"job-{n}" for n in range(100) if owner_among(["a", "b"], f"job-{n}") == "a")
+    group = Group(fake_clock, schedulers, ["a", "b"], jobs=[])
+    group.members["a"].register(Job(name, IntervalSchedule(EVERY), group.recorder))
+    group.members["b"].register(Job(name, IntervalSchedule(EVERY), group.recorder, timeout=5))
+    group.heartbeat_all()
+    group.beat_and_step()
+    # When its occurrence comes due
+    fake_clock.advance(EVERY)
+    group.beat_and_step()
+    # Then the new instance ran it on time: the two have different jobs, so each divides
+    # its own among the instances like it (the old one leaves this job to the new ones)
+    assert [(call[0], call[1]) for call in group.recorder.calls] == [
+        (name, START + timedelta(seconds=EVERY))]
+    assert group.started("b") == 1

@@ -983,3 +983,49 @@ def test_a_job_lost_by_the_backend_while_it_runs_is_recreated_and_runs_again(clo
     step(scheduler)
     assert [at for _, at, *_ in recorder.calls] == [START + timedelta(seconds=60),
                                                    START + timedelta(seconds=120)]
+
+
+class _GatedBackend(MemoryBackend):
+    """A memory backend whose claim calls can be held at a gate."""
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock)
+        self.closed = False
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def claim(self, instance_id, requests, lease_ms, peek):
+        if self.closed and requests:
+            self.entered.set()
+            assert self.gate.wait(WAIT)
+        return super().claim(instance_id, requests, lease_ms, peek)
+
+    def finish_and_claim(self, outcomes, instance_id, requests, lease_ms, peek):
+        states = self.finish(outcomes) if outcomes else []
+        return states, self.claim(instance_id, requests, lease_ms, peek)
+
+
+def test_wait_idle_waits_for_a_result_that_travels_with_a_claim_under_way(clock, schedulers):
+    # Given a run whose handler returns while the tick is inside a claim call: its worker
+    # leaves the claim (and the result, which travels with claims) to the tick
+    backend = _GatedBackend(clock)
+    scheduler = schedulers(Scheduler(backend, clock=clock))
+    release = schedulers.event()
+    started = Recorder(lambda ctx: release.wait(WAIT))
+    scheduler.register(Job("first", IntervalSchedule(3600), started))
+    scheduler.register(Job("second", IntervalSchedule(3600), lambda: None))
+    scheduler.start()
+    scheduler.run_now("first")
+    assert started.started.wait(WAIT)
+    backend.closed = True
+    scheduler.run_now("second")
+    assert backend.entered.wait(WAIT)
+    release.set()
+    # When everything has returned but that result is not recorded yet
+    # Then wait_idle says so
+    assert not scheduler.wait_idle(0.3)
+    assert scheduler.get_job("first").metadata.run_count == 0
+    # and once the claim is through, the result goes with the next one and wait_idle returns
+    backend.gate.set()
+    assert scheduler.wait_idle(WAIT)
+    assert scheduler.get_job("first").metadata.run_count == 1

@@ -68,6 +68,7 @@ from pyscheduler import (
     MemoryBackend,
     OnceSchedule,
     Scheduler,
+    SchedulerConfig,
 )
 from pyscheduler._time import from_ms, to_ms
 
@@ -86,6 +87,8 @@ JOBS = ["every", "flaky", "once"]
 OPS = ["run_now", "pause", "resume", "run_now", "pause", "resume", "remove"]
 #: the most instances started in one example, crashed and stopped ones included
 MAX_INSTANCES = 5
+#: how overdue another instance's occurrence must be before an instance takes it over
+TAKEOVER_MS = int(SchedulerConfig().takeover_seconds * 1000)
 
 T = TypeVar("T")
 
@@ -292,6 +295,10 @@ class GroupMachine(RuleBasedStateMachine):
             raise AssertionError(f"not settled after 8 rounds: {model.active_jobs()}")
         group.sync_clocks()
         since = group.now_ms()
+        # An occurrence whose owner is gone (crashed, frozen) is taken over once it is
+        # takeover_delay overdue: time passes that much, and every instance ticks (twice: a
+        # peek finds the work, the next claim takes it).
+        group.advance(TAKEOVER_MS + group.timing.unit_ms)
         for _ in range(2):
             self._tick_all()
             self._release_alive()

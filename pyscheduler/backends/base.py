@@ -393,6 +393,9 @@ class InstanceInfo:
         (sorted, each once).
     :param last_heartbeat_ms: when the backend recorded that heartbeat, on its own clock;
         ``0`` in what an instance sends (the backend sets it).
+    :param jobs_digest: a fingerprint of the jobs it has registered, with their definition
+        versions: the instances with the same one divide those jobs among themselves
+        (:mod:`pyscheduler.ownership`); ``""`` when unknown.
     """
 
     instance_id: str
@@ -403,6 +406,7 @@ class InstanceInfo:
     max_concurrent: int
     running: tuple[str, ...] = ()
     last_heartbeat_ms: int = 0
+    jobs_digest: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: the fields by name, times (``started_at``, ``last_heartbeat_at``) as

@@ -565,7 +565,8 @@ def _instance_record(info: InstanceInfo) -> dict[str, object]:
     """What a heartbeat stores, but ``last_heartbeat_ms``, which the script sets."""
     return {"v": 1, "instance_id": info.instance_id, "host": info.host, "pid": int(info.pid),
             "started_at_ms": int(info.started_at_ms), "library_version": info.library_version,
-            "max_concurrent": int(info.max_concurrent), "running": list(info.running)}
+            "max_concurrent": int(info.max_concurrent), "running": list(info.running),
+            "jobs_digest": info.jobs_digest}
 
 
 def _parse_instance(instance_id: str, raw: object) -> InstanceInfo:
@@ -586,7 +587,10 @@ def _parse_instance(instance_id: str, raw: object) -> InstanceInfo:
             raise ValueError("field running is not a list of names")
         if fields["instance_id"] != instance_id:
             raise ValueError("the record names another instance")
-        return InstanceInfo(running=tuple(running), **fields)
+        digest = values.get("jobs_digest", "")  # absent from records of older versions
+        if type(digest) is not str:
+            raise ValueError("field jobs_digest is not a string")
+        return InstanceInfo(running=tuple(running), jobs_digest=digest, **fields)
     except (ValueError, TypeError, RecursionError) as exc:
         raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -747,6 +747,12 @@ def test_a_heartbeat_records_the_instance_on_the_backends_clock(driver):
     assert backend.instances() == [live]
 
 
+def test_a_heartbeat_carries_the_fingerprint_of_the_instances_jobs(driver):
+    (live,) = driver.backend.heartbeat(instance("i-1", jobs_digest="ab12"), LONG)
+    assert live.jobs_digest == "ab12"
+    assert [info.jobs_digest for info in driver.peer().instances()] == ["ab12"]
+
+
 def test_heartbeats_replace_their_own_record_and_list_everyone_sorted_by_id(driver):
     backend, peer = driver.backend, driver.peer()
     backend.heartbeat(instance("i-2", "a"), LONG)

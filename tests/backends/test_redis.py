@@ -496,7 +496,7 @@ def test_an_instance_record_is_json_with_a_ttl_and_a_zset_entry(backend, client)
     record = json.loads(client.get("{pfx}:instance:me"))
     assert record == {"v": 1, "instance_id": "me", "host": "host", "pid": 123,
                       "started_at_ms": 1_700_000_000_000, "library_version": "1.2.3",
-                      "max_concurrent": 4, "running": ["jöb"],
+                      "max_concurrent": 4, "running": ["jöb"], "jobs_digest": "",
                       "last_heartbeat_ms": live.last_heartbeat_ms}
     assert 0 < client.pttl("{pfx}:instance:me") <= 5_000
     assert client.zscore(INSTANCES_KEY, "me") == live.last_heartbeat_ms + 5_000

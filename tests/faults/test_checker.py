@@ -293,3 +293,12 @@ def test_a_result_sent_before_its_instance_froze_released_the_job_then():
     frozen = [fault("gil", 0.2, 3.4, "a", freezes=True)]
     # Then those are not occurrences run while the job could not run
     assert history.check(window=(T0, T0 + 3), faults=frozen) == []
+
+
+def test_an_occurrence_missed_while_its_owner_was_down_passes_only_within_two_takeover_delays():
+    # Occurrence 1 (at +1 s) never ran; an instance was killed at +0.5 s
+    killed_soon = [fault("kill", 0.5, 0.5, "a", kills=True)]
+    assert healthy(skip=1).check(faults=killed_soon) == []
+    # killed long before: its jobs had changed owner by then
+    killed_early = [fault("kill", -3.0, -3.0, "a", kills=True)]
+    assert rules(healthy(skip=1).check(faults=killed_early)) == {"coverage"}
