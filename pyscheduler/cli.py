@@ -1,5 +1,5 @@
-"""The ``pyscheduler`` command: ``run MODULE:ATTR``, ``demo``, and the operator's commands
-(``jobs``, ``show``, ``pause``... in :mod:`pyscheduler.cli_operator`).
+"""The ``pyscheduler`` command: ``run MODULE:ATTR``, ``demo``, ``dashboard``, and the
+operator's commands (``jobs``, ``show``, ``pause``... in :mod:`pyscheduler.cli_operator`).
 
 ``pyscheduler run`` makes a dedicated scheduler process out of any application's
 :class:`~pyscheduler.Scheduler`: it imports the target, starts it, and turns SIGTERM or
@@ -48,6 +48,7 @@ examples:
   pyscheduler run myapp.jobs:scheduler     run the scheduler myapp/jobs.py defines
   pyscheduler run myapp.jobs:make_scheduler --log-level DEBUG
   pyscheduler demo --duration 5            a 5-second demo on the in-memory backend
+  pyscheduler dashboard --redis-url redis://localhost:6379/0   the web dashboard
   python -m pyscheduler run ...            the same without the console script
 
 operating a group (on its Redis; no scheduler needed here):
@@ -173,7 +174,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 #: Every command, in the order --help lists them: a function that adds its subparser (and
 #: sets its handler). A new command is one more entry here.
-_COMMANDS: tuple[Callable[[Commands], None], ...] = (_add_run, _add_demo, *OPERATOR_COMMANDS)
+_COMMANDS: tuple[Callable[[Commands], None], ...] = (_add_run, _add_demo, *OPERATOR_COMMANDS,
+                                                    _add_dashboard)
 
 
 # -- pyscheduler run -------------------------------------------------------------------------
@@ -409,4 +411,75 @@ def run_demo(duration: float) -> int:
         print(f"{job.name:14} {meta.status.value:9} runs={meta.run_count} "
               f"failures={meta.failure_count} last_error={meta.last_error!r}")
     print("stopped cleanly" if report.completed else f"still running: {report.still_running}")
+    return 0
+
+
+# -- pyscheduler dashboard ---------------------------------------------------------------------
+
+_DASHBOARD_DESCRIPTION = """\
+Serve the web dashboard of a scheduler group on Redis: its jobs, their run history, the live
+instances; pause, resume, run now and remove. It listens on 127.0.0.1 by default; on any
+other address only with a password in $PYSCHEDULER_DASHBOARD_PASSWORD (HTTP basic auth,
+user "admin"; put TLS in front). SIGTERM or Ctrl-C stops it."""
+
+
+def _add_dashboard_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
+                           ) -> None:
+    dashboard = commands.add_parser(
+        "dashboard", help="serve the web dashboard of a group on Redis",
+        description=_DASHBOARD_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    url = os.environ.get("PYSCHEDULER_REDIS_URL")
+    dashboard.add_argument("--redis-url", default=url, required=url is None, metavar="URL",
+                           help="the group's Redis (default: $PYSCHEDULER_REDIS_URL)")
+    dashboard.add_argument("--key-prefix", metavar="PREFIX",
+                           default=os.environ.get("PYSCHEDULER_KEY_PREFIX", "pyscheduler"),
+                           help="the group's key prefix (default: $PYSCHEDULER_KEY_PREFIX, "
+                           "else pyscheduler)")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default: 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080,
+                           help="port to listen on, 0 for any free one (default: 8080)")
+    dashboard.add_argument("--read-only", action="store_true",
+                           help="show the group without the buttons that change it")
+
+
+def _add_dashboard(commands: Commands) -> None:
+    _add_dashboard_command(commands)
+    commands.choices["dashboard"].set_defaults(handler=run_dashboard)
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    """Serve the dashboard ``args`` describe until SIGTERM/SIGINT; returns the exit code."""
+    from .contrib.dashboard import make_server
+    from .control import Control
+    from .errors import ConfigError
+
+    if not 0 <= args.port <= 65535:
+        print("pyscheduler dashboard: --port must be 0 to 65535", file=sys.stderr)
+        return _USAGE
+    try:
+        control = Control.from_url(args.redis_url, key_prefix=args.key_prefix)
+    except ConfigError as exc:
+        print(f"pyscheduler dashboard: error: {_one_line(str(exc))}", file=sys.stderr)
+        return _USAGE
+    with control, StopSignals() as signals:
+        try:
+            server = make_server(control, args.host, args.port, read_only=args.read_only)
+        except ConfigError as exc:
+            print(f"pyscheduler dashboard: error: {_one_line(str(exc))}", file=sys.stderr)
+            return _USAGE
+        except OSError as exc:
+            print(f"pyscheduler dashboard: error: cannot listen on {args.host}:{args.port}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return _FAILED
+        with server:
+            serving = threading.Thread(target=server.serve_forever, name="pyscheduler-dashboard")
+            serving.start()
+            print(f"pyscheduler dashboard: the group {args.key_prefix!r} at "
+                  f"http://{args.host}:{server.server_port}/ (SIGTERM or Ctrl-C stops)",
+                  file=sys.stderr, flush=True)
+            signals.wait()
+            server.shutdown()
+            serving.join()
     return 0
