@@ -172,10 +172,6 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.duration)
 
 
-#: Every command, in the order --help lists them: a function that adds its subparser (and
-#: sets its handler). A new command is one more entry here.
-_COMMANDS: tuple[Callable[[Commands], None], ...] = (_add_run, _add_demo, *OPERATOR_COMMANDS,
-                                                    _add_dashboard)
 
 
 # -- pyscheduler run -------------------------------------------------------------------------
@@ -483,3 +479,9 @@ def run_dashboard(args: argparse.Namespace) -> int:
             server.shutdown()
             serving.join()
     return 0
+
+
+#: Every command, in the order --help lists them: a function that adds its subparser (and
+#: sets its handler). A new command is one more entry here.
+_COMMANDS: tuple[Callable[[Commands], None], ...] = (_add_run, _add_demo, *OPERATOR_COMMANDS,
+                                                    _add_dashboard)
