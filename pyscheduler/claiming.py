@@ -110,7 +110,6 @@ class Claimer:
         self.outcomes = OutcomeQueue(self.lock.finish, self._after_finish)
         self.failures = 0  # consecutive failed ticks
         self.ownership = Ownership()
-        #: the live instances' ids from the last heartbeat, until the tick follows them
         #: the live instances (id, last heartbeat ms) from the last heartbeat, and whether
         #: the tick has yet to follow them (or a suspicion changed what they mean)
         self._heard: list[tuple[str, int]] = []
@@ -126,6 +125,7 @@ class Claimer:
         self._members_epoch = -1  # as the last claim answer told it
         self._removals_epoch = -1  # as the last claim answer told it, once followed
         self._removals_heard = -1  # as the last claim answer told it
+        self._digest: tuple[int, str] = (-1, "")  # (the index's generation, its digest)
 
     def set_identity(self, instance_id: str, owner_prefix: str) -> None:
         """Owner tokens are ``<owner_prefix><n>``: unique per claim, and per start."""
@@ -392,9 +392,15 @@ class Claimer:
             self.wake.set()
 
     def jobs_digest(self) -> str:
-        """The fingerprint of this instance's jobs, which its heartbeat carries."""
-        return jobs_digest((entry.job.name, entry.job.definition_version)
-                           for entry in self._index.entries())
+        """The fingerprint of this instance's jobs, which its heartbeat carries; computed
+        again only when a job was registered or dropped."""
+        generation, digest = self._digest
+        if generation != self._index.generation:
+            generation = self._index.generation
+            digest = jobs_digest((entry.job.name, entry.job.definition_version)
+                                 for entry in self._index.entries())
+            self._digest = (generation, digest)
+        return digest
 
     def _suspect(self, claim: Claim, owner: str, due_ms: int, now_ms: int) -> None:
         """An owner let an occurrence go ``takeover_delay`` overdue: crashed, frozen, cut off,

@@ -51,6 +51,8 @@ class DueIndex:
         self._entries: dict[str, IndexEntry] = {}
         self._heap: list[tuple[int, str]] = []
         self._lock = threading.Lock()
+        #: counts the changes of the set of jobs (a job's definition never changes here)
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -63,6 +65,7 @@ class DueIndex:
             if job.name in self._entries:
                 raise DuplicateJobError(job.name)
             entry = self._entries[job.name] = IndexEntry(job)
+            self.generation += 1
             return entry
 
     def get(self, name: str) -> Optional[IndexEntry]:
@@ -71,6 +74,7 @@ class DueIndex:
     def remove(self, name: str) -> Optional[IndexEntry]:
         """Forget the job (its heap items go stale); :returns: its entry, if it had one."""
         with self._lock:
+            self.generation += 1
             return self._entries.pop(name, None)
 
     def discard(self, entry: IndexEntry) -> bool:
@@ -79,6 +83,7 @@ class DueIndex:
             if self._entries.get(entry.job.name) is not entry:
                 return False
             del self._entries[entry.job.name]
+            self.generation += 1
             return True
 
     def entries(self) -> list[IndexEntry]:
