@@ -1,14 +1,14 @@
-"""Fixtures shared by the whole suite: a fake clock, real redis-server processes, the
-``backend`` fixture that runs the contract suite against every backend, and ``schedulers``,
-which stops every scheduler of a test at its teardown (a guard fails a test that leaves
-scheduler threads running)."""
+"""Fixtures shared by the whole suite: a fake clock, real redis-server processes (and a real
+3-master Redis Cluster), the ``backend`` fixture that runs the contract suite against every
+backend, and ``schedulers``, which stops every scheduler of a test at its teardown (a guard
+fails a test that leaves scheduler threads running)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import pytest
 
@@ -16,6 +16,7 @@ from pyscheduler.backends.base import Backend
 from pyscheduler.backends.memory import MemoryBackend
 from pyscheduler.clock import FakeClock
 from tests.helpers import Schedulers
+from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer
 
 #: the longest a Redis test may wait for its backend's clock to pass an instant: enough for a
@@ -161,20 +162,47 @@ class BackendDriver:
         return self._make_peer()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(scope="session")
+def redis_cluster_session(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisClusterServers]:
+    """One 3-master Redis Cluster for the session; :func:`redis_cluster` empties it."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_session: RedisClusterServers) -> RedisClusterServers:
+    """A running, empty 3-master Redis Cluster (shared by the session)."""
+    redis_cluster_session.flush()
+    return redis_cluster_session
+
+
+#: how many partitions the contract suite spreads a group over on the cluster (one a master)
+CLUSTER_PARTITIONS = 3
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("redis-cluster", marks=pytest.mark.redis)])
 def driver(request: pytest.FixtureRequest, fake_clock: FakeClock) -> Iterator[BackendDriver]:
-    """A backend of each kind, opened, with the means to move its clock."""
+    """A backend of each kind, opened, with the means to move its clock: memory, Redis, and
+    Redis Cluster with the group in :data:`CLUSTER_PARTITIONS` partitions."""
     if request.param == "memory":
         memory = MemoryBackend(clock=fake_clock)
         yield BackendDriver(memory, fake_clock, lambda: memory)
         return
     from pyscheduler.backends.redis import RedisBackend
 
-    server: RedisServer = request.getfixturevalue("redis_server")
+    on_cluster = request.param == "redis-cluster"
+    server: Union[RedisServer, RedisClusterServers] = request.getfixturevalue(
+        "redis_cluster" if on_cluster else "redis_server")
     opened: list[RedisBackend] = []
 
     def make() -> RedisBackend:
-        backend = RedisBackend.from_url(server.url, key_prefix="contract")
+        backend = RedisBackend.from_url(
+            server.url, key_prefix="contract", cluster=on_cluster,
+            partitions=CLUSTER_PARTITIONS if on_cluster else 1)
         backend.open()
         opened.append(backend)
         return backend

@@ -51,6 +51,7 @@ empty and is replaced by the next record pushed there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from functools import cache, partial
@@ -59,10 +60,13 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import SSLConnection
 from redis.exceptions import (
     AuthenticationError,
+    ClusterDownError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -89,6 +93,15 @@ from .base import (
     run_outcome,
 )
 from .redis_history import json_record, parse_run
+from .redis_partitions import (
+    PartitionKeys,
+    check_partitions,
+    layout_mismatch,
+    layout_record,
+    partition_index,
+    partition_tags,
+    stored_partitions,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -98,7 +111,10 @@ logger = logging.getLogger("pyscheduler.redis")
 _REGISTER_CHUNK = 500
 
 _T = TypeVar("_T")
+_I = TypeVar("_I")
 _Arg = Union[str, int]  # a script argument
+#: A client of one Redis server (or of the master Sentinel names), or of a Redis Cluster.
+Client = Union["redis.Redis", RedisCluster]
 
 #: Socket timeouts of the refresher's client: a refresh must fail fast rather than keep a
 #: holder running past its lease while redis-py waits (R6).
@@ -114,6 +130,16 @@ _REPORTED_MAX = 1_000
 _POOL_BOUND_KWARGS = ("maint_notifications", "orig_", "himport_registry")
 
 
+class _Script:
+    """A script's text and the SHA1 that ``EVALSHA`` names it by."""
+
+    __slots__ = ("script", "sha")
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+        self.sha = hashlib.sha1(script.encode("utf-8")).hexdigest()
+
+
 @cache
 def _lua(name: str) -> str:
     folder = resources.files("pyscheduler.backends") / "lua"
@@ -124,53 +150,68 @@ def _lua(name: str) -> str:
 class RedisBackend(Backend):
     """A :class:`~pyscheduler.backends.base.Backend` on Redis (5.0 or later).
 
-    :param client: the redis-py client; its own settings (timeouts, retries, TLS) are kept.
+    :param client: the redis-py client, of one server (:class:`redis.Redis`, Sentinel's
+        master included) or of a Redis Cluster (:class:`redis.cluster.RedisCluster`); its own
+        settings (timeouts, retries, TLS) are kept.
     :param key_prefix: prefix of every key; the schedulers sharing it form one group.
+    :param partitions: how many hash-tag partitions the group's jobs are spread over, so
+        that a Redis Cluster shares them among its masters (:mod:`.redis_partitions`); ``1``
+        keeps the whole group in one slot. It must be the group's: :meth:`open` refuses
+        another count with a :class:`~pyscheduler.ConfigError`. ``None`` follows the
+        count stored for the group (read at first use; ``1`` for a new group), for tools
+        that operate a group rather than create it.
     :param owns_client: close ``client`` in :meth:`close` (set by :meth:`from_url` and
         :meth:`from_address`); a client passed in is otherwise never closed.
     :param refresh_client: the client for lease refreshes; by default one built from
         ``client``'s connection settings with short timeouts and at most one retry.
+    :raises ValueError: ``key_prefix`` is empty, or ``partitions`` is out of range.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         key_prefix: str = "pyscheduler",
         *,
+        partitions: Optional[int] = 1,
         owns_client: bool = False,
-        refresh_client: Optional[redis.Redis] = None,
+        refresh_client: Optional[Client] = None,
     ) -> None:
         if not key_prefix:
             raise ValueError("key_prefix must not be empty")
+        if partitions is not None:
+            check_partitions(key_prefix, partitions)
         self._client = client
         self._owns_client = owns_client
         self._owns_refresh_client = refresh_client is None
         self._refresh_client = refresh_client or _refresh_client_for(client)
         self._address = _address_of(client)
         self._key_prefix = key_prefix
-        tag = "{" + key_prefix + "}"
-        self._job_prefix = f"{tag}:job:"
-        self._lease_prefix = f"{tag}:lease:"
-        self._common_keys = [f"{tag}:due", f"{tag}:jobs", f"{tag}:removed"]
-        self._instances_key = f"{tag}:instances"
-        self._epochs_key = f"{tag}:epochs"
-        self._instance_prefix = f"{tag}:instance:"
-        self._history_prefix = f"{tag}:history:"
-        self._history_key = f"{tag}:history"
-        #: the run-history arguments of the scripts that record outcomes (history_args)
-        self._history_args: list[_Arg] = [self._history_prefix, self._history_key,
-                                          GROUP_HISTORY_LIMIT, HISTORY_ERROR_BYTES]
+        #: the partitions, once known (see _parts)
+        self._known_parts = None if partitions is None else partition_tags(key_prefix,
+                                                                           partitions)
+        #: the change counters (members, removals) each partition last answered
+        self._epochs: dict[int, tuple[int, int]] = {}
+        # The group-wide keys live in partition 0, whose tag is {pfx} whatever the count.
+        self._first = PartitionKeys(0, "{" + key_prefix + "}")
+        self._instances_key = f"{self._first.tag}:instances"
+        self._instance_prefix = f"{self._first.tag}:instance:"
         self._reported: set[str] = set()  # ids of malformed instance records, logged once
-        self._scripts = {name: client.register_script(_lua(name)) for name in _SCRIPTS}
+        self._scripts = {name: _Script(_lua(name)) for name in _SCRIPTS}
 
     @classmethod
-    def from_url(cls, url: str, key_prefix: str = "pyscheduler", **kwargs: Any) -> RedisBackend:
+    def from_url(cls, url: str, key_prefix: str = "pyscheduler", *, cluster: bool = False,
+                 partitions: Optional[int] = 1, **kwargs: Any) -> RedisBackend:
         """A backend on a client it builds (and closes) from a ``redis://``, ``rediss://`` or
         ``unix://`` URL, parsed by redis-py (ACL users and TLS options included).
 
-        :param kwargs: passed to :meth:`redis.Redis.from_url`.
+        :param cluster: the URL names a node of a Redis Cluster: the client is a
+            :class:`~redis.cluster.RedisCluster`, which finds the others.
+        :param partitions: see :class:`RedisBackend`.
+        :param kwargs: passed to :meth:`redis.Redis.from_url` (or ``RedisCluster``'s).
         """
-        return cls(redis.Redis.from_url(url, **kwargs), key_prefix, owns_client=True)
+        client: Client = (RedisCluster.from_url(url, **kwargs) if cluster
+                          else redis.Redis.from_url(url, **kwargs))
+        return cls(client, key_prefix, partitions=partitions, owns_client=True)
 
     @classmethod
     def from_address(
@@ -179,19 +220,31 @@ class RedisBackend(Backend):
         password: str = "",
         db: int = 0,
         key_prefix: str = "pyscheduler",
+        *,
+        cluster: bool = False,
+        partitions: Optional[int] = 1,
         **kwargs: Any,
     ) -> RedisBackend:
         """A backend on a client it builds (and closes) for ``host:port``.
 
-        :param kwargs: passed to :class:`redis.Redis`.
+        :param cluster: ``addr`` is a node of a Redis Cluster (whose only database is 0).
+        :param partitions: see :class:`RedisBackend`.
+        :param kwargs: passed to :class:`redis.Redis` (or ``RedisCluster``).
         :raises ConfigError: ``addr`` is not ``host:port``.
         """
         host, sep, port = addr.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError("redis_addr", f"must be host:port, got {addr!r}")
-        client = redis.Redis(host=host.strip("[]"), port=int(port), db=db,
-                             password=password or None, **kwargs)
-        return cls(client, key_prefix, owns_client=True)
+        client: Client
+        if cluster:
+            if db != 0:
+                raise ConfigError("redis_db", f"a Redis Cluster has database 0 only, got {db}")
+            client = RedisCluster(host=host.strip("[]"), port=int(port),
+                                  password=password or None, **kwargs)
+        else:
+            client = redis.Redis(host=host.strip("[]"), port=int(port), db=db,
+                                 password=password or None, **kwargs)
+        return cls(client, key_prefix, partitions=partitions, owns_client=True)
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._address!r}, key_prefix={self._key_prefix!r})"
@@ -204,20 +257,74 @@ class RedisBackend(Backend):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Check that Redis answers, load the scripts and check the eviction policy."""
+        """Check that Redis answers, load the scripts, check the eviction policy and that the
+        group is stored in as many partitions as configured.
+
+        :raises ConfigError: the group is stored in another number of partitions (or these
+            keys are another group's partition).
+        """
         self._boundary(self._client.ping)
-        for script in self._scripts.values():
+        for script in self._scripts.values():  # on every master of a cluster
             self._boundary(partial(self._client.script_load, script.script))
         self._check_eviction()
+        self._check_layout()
+
+    @property
+    def partitions(self) -> int:
+        """How many hash-tag partitions the group's jobs are spread over."""
+        return len(self._parts)
+
+    @property
+    def _parts(self) -> list[PartitionKeys]:
+        parts = self._known_parts
+        if parts is None:
+            parts = self._known_parts = partition_tags(self._key_prefix, self._stored_count())
+        return parts
+
+    def _part(self, name: str) -> PartitionKeys:
+        parts = self._parts
+        return parts[partition_index(name, len(parts))]
+
+    def _stored_count(self) -> int:
+        """The number of partitions the group is stored in (1 if it is stored nowhere)."""
+        raw = self._boundary(lambda: self._client.get(self._first.layout))
+        stored = None if raw is None else stored_partitions(raw)
+        if raw is not None and (stored is None or stored[:2] != (self._key_prefix, 0)):
+            raise BackendError(f"the layout record {self._first.layout!r} in Redis at "
+                               f"{self._address} is not this group's: "
+                               f"{layout_mismatch(self._key_prefix, 0, 1, raw)}")
+        count = 1 if stored is None else stored[2]
+        try:
+            check_partitions(self._key_prefix, count)
+        except ValueError as exc:
+            raise BackendError(f"the layout record {self._first.layout!r} in Redis at "
+                               f"{self._address}: {exc}") from None
+        return count
+
+    def _check_layout(self) -> None:
+        """Record the group's partitions where it is new; refuse to go on where it is stored
+        otherwise (see :mod:`.redis_partitions`)."""
+        parts = self._parts
+        for part in parts:
+            stored = self._boundary(partial(self._client.get, part.layout))
+            if stored is None:
+                wanted = layout_record(self._key_prefix, part.index, len(parts))
+                if part.index == 0 and self._boundary(partial(self._client.exists,
+                                                              part.common[1])):
+                    # jobs stored before partitions were recorded: in one partition
+                    wanted = layout_record(self._key_prefix, 0, 1)
+                # NX: of two instances opening a new group, the first one's count holds.
+                self._boundary(partial(self._client.set, part.layout, wanted, nx=True))
+                stored = self._boundary(partial(self._client.get, part.layout))
+            why = layout_mismatch(self._key_prefix, part.index, len(parts), stored)
+            if why is not None:
+                raise ConfigError("partitions", f"cannot open the group {self._key_prefix!r} "
+                                  f"in Redis at {self._address} with {len(parts)} "
+                                  f"partition(s) ({part.layout}): {why}")
 
     def close(self) -> None:
         if self._owns_refresh_client:
-            self._refresh_client.close()
-            pool = self._refresh_client.connection_pool
-            pool.disconnect()
-            if isinstance(pool, SentinelConnectionPool):  # its sentinels are ours too
-                for sentinel in pool.sentinel_manager.sentinels:
-                    sentinel.close()
+            _close_refresh_client(self._refresh_client)
         if self._owns_client:
             self._client.close()
 
@@ -226,8 +333,12 @@ class RedisBackend(Backend):
         return int(seconds) * 1000 + int(micros) // 1000
 
     def _check_eviction(self) -> None:
+        for server in _servers_of(self._client):
+            self._check_server_eviction(server)
+
+    def _check_server_eviction(self, server: redis.Redis) -> None:
         try:
-            raw = cast("dict[Any, Any]", self._client.config_get("maxmemory*"))
+            raw = cast("dict[Any, Any]", server.config_get("maxmemory*"))
         except ResponseError as exc:  # CONFIG is often not permitted (ACL users, managed Redis)
             logger.info("could not check the maxmemory-policy of Redis at %s (%s): make sure "
                         "it is noeviction, or leases and job state can be evicted",
@@ -251,17 +362,22 @@ class RedisBackend(Backend):
     def register(self, definitions: Sequence[JobDefinition]) -> list[JobState]:
         # In chunks: one script over 100,000 jobs would block Redis for seconds and outlast
         # the client's socket timeout.
-        states: list[JobState] = []
-        for start in range(0, len(definitions), _REGISTER_CHUNK):
-            states += self._register(definitions[start:start + _REGISTER_CHUNK])
-        return states
+        def register_part(part: PartitionKeys,
+                          chunk: Sequence[JobDefinition]) -> list[JobState]:
+            states: list[JobState] = []
+            for start in range(0, len(chunk), _REGISTER_CHUNK):
+                states += self._register(part, chunk[start:start + _REGISTER_CHUNK])
+            return states
 
-    def _register(self, definitions: Sequence[JobDefinition]) -> list[JobState]:
+        return self._per_partition(definitions, _definition_name, register_part)
+
+    def _register(self, part: PartitionKeys,
+                  definitions: Sequence[JobDefinition]) -> list[JobState]:
         rows = [[definition.name, _opt(definition.first_run_ms), int(definition.start_paused),
                  json.dumps(definition.description, sort_keys=True, default=str),
                  definition.version] for definition in definitions]
         names = [definition.name for definition in definitions]
-        raws = self._call("register", names, [_json(rows)])
+        raws = self._call("register", part, names, [_json(rows)])
         states = []
         for definition, raw in zip(definitions, raws):
             # The reply leaves out the description: it is the one just sent.
@@ -273,29 +389,34 @@ class RedisBackend(Backend):
         return states
 
     def pause(self, name: str) -> DueEntry:
-        return _due_entry(self._call("set_paused", [name], [name, 1]))
+        return _due_entry(self._call("set_paused", self._part(name), [name], [name, 1]))
 
     def resume(self, name: str) -> DueEntry:
-        return _due_entry(self._call("set_paused", [name], [name, 0]))
+        return _due_entry(self._call("set_paused", self._part(name), [name], [name, 0]))
 
     def remove(self, name: str) -> bool:
-        return bool(self._call("remove", [name],
-                               [name, self._history_prefix, self._history_key],
-                               last_keys=[self._epochs_key]))
+        part = self._part(name)
+        return bool(self._call("remove", part, [name],
+                               [name, part.history_prefix, part.history],
+                               last_keys=[part.epochs]))
 
     def run_now(self, name: str) -> DueEntry:
-        return _due_entry(self._call("run_now", [name], [name]))
+        return _due_entry(self._call("run_now", self._part(name), [name], [name]))
 
     def get_states(self, names: Sequence[str]) -> list[Optional[JobState]]:
-        if not names:
-            return []
-        raws = self._call("get_states", names, list(names))
-        return [self._state(name, raw) for name, raw in zip(names, raws)]
+        def get_part(part: PartitionKeys, chunk: Sequence[str]) -> list[Optional[JobState]]:
+            raws = self._call("get_states", part, chunk, list(chunk))
+            return [self._state(name, raw) for name, raw in zip(chunk, raws)]
+
+        return self._per_partition(names, str, get_part)
 
     def job_names(self) -> list[str]:
-        members = cast("set[Any]", self._boundary(
-            lambda: self._client.smembers(self._common_keys[1])))
-        return sorted(_text(member) for member in members)
+        names: set[str] = set()
+        for part in self._parts:
+            members = cast("set[Any]", self._boundary(partial(self._client.smembers,
+                                                              part.common[1])))
+            names.update(_text(member) for member in members)
+        return sorted(names)
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -308,19 +429,68 @@ class RedisBackend(Backend):
         self, outcomes: Sequence[Outcome], instance_id: str, requests: Sequence[ClaimRequest],
         lease_ms: int, peek: int,
     ) -> tuple[list[Optional[JobState]], ClaimBatch]:
-        """:meth:`finish` then :meth:`claim`, in one script call (one round trip)."""
+        """:meth:`finish` then :meth:`claim`, in one script call (one round trip) per partition
+        that has work, and every partition when it peeks."""
+        parts = self._parts
+        if len(parts) == 1:
+            return self._finish_and_claim(parts[0], outcomes, instance_id, requests, lease_ms,
+                                          peek)
+        count = len(parts)
+        asked: dict[int, tuple[list[Outcome], list[ClaimRequest]]] = {
+            part.index: ([], []) for part in parts if peek > 0}
+        for outcome in outcomes:
+            asked.setdefault(partition_index(outcome.lease.job_name, count),
+                             ([], []))[0].append(outcome)
+        for request in requests:
+            asked.setdefault(partition_index(request.job_name, count),
+                             ([], []))[1].append(request)
+        if not asked:  # partition 0 still answers the time and the change counters
+            asked[0] = ([], [])
+        states: dict[str, Optional[JobState]] = {}
+        batches = []
+        for index, (part_outcomes, part_requests) in sorted(asked.items()):
+            part_states, batch = self._finish_and_claim(
+                parts[index], part_outcomes, instance_id, part_requests, lease_ms, peek)
+            states.update(zip((outcome.lease.job_name for outcome in part_outcomes),
+                              part_states))
+            batches.append(batch)
+        return ([states[outcome.lease.job_name] for outcome in outcomes],
+                self._merged(batches, peek))
+
+    def _merged(self, batches: list[ClaimBatch], peek: int) -> ClaimBatch:
+        """One answer from the partitions' answers: the group's change counters are the
+        members counter of partition 0 (where the heartbeat keeps it) and the sum of every
+        partition's removals counter, each as its partition last answered."""
+        due = sorted((entry for batch in batches for entry in batch.due),
+                     key=lambda entry: (entry.due_ms is None, entry.due_ms or 0))
+        return ClaimBatch(
+            claims=[claim for batch in batches for claim in batch.claims],
+            refused=[entry for batch in batches for entry in batch.refused],
+            due=due[:peek],
+            skipped=[name for batch in batches for name in batch.skipped],
+            abandoned=[name for batch in batches for name in batch.abandoned],
+            now_ms=max(batch.now_ms for batch in batches),
+            members_epoch=self._epochs.get(0, (0, 0))[0],
+            removals_epoch=sum(removals for _, removals in self._epochs.values()),
+        )
+
+    def _finish_and_claim(
+        self, part: PartitionKeys, outcomes: Sequence[Outcome], instance_id: str,
+        requests: Sequence[ClaimRequest], lease_ms: int, peek: int,
+    ) -> tuple[list[Optional[JobState]], ClaimBatch]:
         rows = [[request.job_name, request.owner, int(request.expected_due_ms),
                  _opt(request.expected_next_run_ms), _opt(request.scheduled_ms),
                  _opt(request.following_ms), _opt(request.misfire_grace_ms),
                  int(request.max_recoveries), request.definition_version]
                 for request in requests]
-        args: list[_Arg] = [max(1, int(lease_ms)), max(0, int(peek)), self._job_prefix,
-                            self._lease_prefix, _json(rows)]
+        args: list[_Arg] = [max(1, int(lease_ms)), max(0, int(peek)), part.job_prefix,
+                            part.lease_prefix, _json(rows)]
         finished = [outcome.lease.job_name for outcome in outcomes]
         if outcomes:
-            args += [_json(_outcome_rows(outcomes)), *self._history_args]
-        reply = self._call("claim", [request.job_name for request in requests] + finished,
-                           args, last_keys=[self._epochs_key])
+            args += [_json(_outcome_rows(outcomes)), *_history_args(part)]
+        reply = self._call("claim", part,
+                           [request.job_name for request in requests] + finished,
+                           args, last_keys=[part.epochs])
 
         def batch() -> ClaimBatch:
             # One JSON document; the script's empty lists come back as {} (cjson cannot tell
@@ -339,37 +509,42 @@ class RedisBackend(Backend):
             )
 
         claimed = _parse_reply(self._address, batch)
+        self._epochs[part.index] = (claimed.members_epoch, claimed.removals_epoch)
         raws = _parse_reply(self._address, lambda: list(reply[1]))
         return [self._state(name, raw) for name, raw in zip(finished, raws)], claimed
 
     # -- leases and outcomes -----------------------------------------------------------------
 
     def refresh(self, leases: Sequence[Lease], lease_ms: int) -> list[bool]:
-        if not leases:
-            return []
-        args: list[_Arg] = [max(1, int(lease_ms))]
-        for lease in leases:
-            args += [lease.job_name, lease.owner, int(lease.fence)]
-        held = self._call("refresh", [lease.job_name for lease in leases], args,
-                          client=self._refresh_client)
-        return [bool(value) for value in held]
+        def refresh_part(part: PartitionKeys, chunk: Sequence[Lease]) -> list[bool]:
+            args: list[_Arg] = [max(1, int(lease_ms))]
+            for lease in chunk:
+                args += [lease.job_name, lease.owner, int(lease.fence)]
+            held = self._call("refresh", part, [lease.job_name for lease in chunk], args,
+                              client=self._refresh_client)
+            return [bool(value) for value in held]
+
+        return self._per_partition(leases, _lease_name, refresh_part)
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[Optional[JobState]]:
-        if not outcomes:
-            return []
-        names = [outcome.lease.job_name for outcome in outcomes]
-        raws = self._call("finish", names,
-                          [_json(_outcome_rows(outcomes)), *self._history_args])
-        return [self._state(name, raw) for name, raw in zip(names, raws)]
+        def finish_part(part: PartitionKeys,
+                        chunk: Sequence[Outcome]) -> list[Optional[JobState]]:
+            names = [outcome.lease.job_name for outcome in chunk]
+            raws = self._call("finish", part, names,
+                              [_json(_outcome_rows(chunk)), *_history_args(part)])
+            return [self._state(name, raw) for name, raw in zip(names, raws)]
+
+        return self._per_partition(outcomes, _outcome_name, finish_part)
 
     def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
-        if not leases:
-            return []
-        args: list[_Arg] = []
-        for lease in leases:
-            args += [lease.job_name, lease.owner, int(lease.fence)]
-        released = self._call("interrupt", [lease.job_name for lease in leases], args)
-        return [bool(value) for value in released]
+        def interrupt_part(part: PartitionKeys, chunk: Sequence[Lease]) -> list[bool]:
+            args: list[_Arg] = []
+            for lease in chunk:
+                args += [lease.job_name, lease.owner, int(lease.fence)]
+            released = self._call("interrupt", part, [lease.job_name for lease in chunk], args)
+            return [bool(value) for value in released]
+
+        return self._per_partition(leases, _lease_name, interrupt_part)
 
     # -- live instances ----------------------------------------------------------------------
 
@@ -389,8 +564,8 @@ class RedisBackend(Backend):
         self._instances_script("leave", [instance_id], self._refresh_client)
 
     def _instances_script(self, mode: str, args: Sequence[_Arg],
-                          client: redis.Redis) -> list[InstanceInfo]:
-        keys = [*self._common_keys, self._instances_key, self._epochs_key]
+                          client: Client) -> list[InstanceInfo]:
+        keys = [*self._first.common, self._instances_key, self._first.epochs]
         reply = self._boundary(lambda: self._evalsha(
             "heartbeat", keys, [mode, self._instance_prefix, *args], client))
         live, corrupt = _parse_reply(self._address,
@@ -424,7 +599,20 @@ class RedisBackend(Backend):
         """See :meth:`~.base.Backend.history`: one ``LRANGE``."""
         if limit <= 0:
             return []
-        key = self._history_key if name is None else self._history_prefix + name
+        if name is not None:
+            part = self._part(name)
+            return self._history(part.history_prefix + name, limit)
+        records = [record for part in self._parts
+                   for record in self._history(part.history, limit)]
+        if len(self._parts) > 1:
+            # Each partition keeps its newest GROUP_HISTORY_LIMIT, newest first: the group's
+            # newest are among them.
+            records.sort(key=lambda record: record.started_ms + record.duration * 1000,
+                         reverse=True)
+            limit = min(limit, GROUP_HISTORY_LIMIT)
+        return records[:limit]
+
+    def _history(self, key: str, limit: int) -> list[RunRecord]:
         try:
             raws = cast("list[Any]", self._client.lrange(key, 0, limit - 1))
         except ResponseError as exc:  # WRONGTYPE: not ours; the next record replaces it
@@ -447,13 +635,35 @@ class RedisBackend(Backend):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _call(self, script: str, names: Sequence[str], args: Sequence[_Arg],
-              client: Optional[redis.Redis] = None, last_keys: Sequence[str] = ()) -> Any:
-        """Run a script over the jobs ``names`` (then ``last_keys``) and log the jobs it
-        reset."""
-        keys = list(self._common_keys)
+    def _per_partition(self, items: Sequence[_I], name_of: Callable[[_I], str],
+                       run: Callable[[PartitionKeys, Sequence[_I]], list[_T]]) -> list[_T]:
+        """``run`` over the items of each partition (one call each), its results in the
+        order of ``items``."""
+        if not items:
+            return []
+        parts = self._parts
+        if len(parts) == 1:
+            return run(parts[0], items)
+        positions: dict[int, list[int]] = {}
+        for position, item in enumerate(items):
+            positions.setdefault(partition_index(name_of(item), len(parts)),
+                                 []).append(position)
+        results: list[Any] = [None] * len(items)
+        for index, where in positions.items():
+            for position, result in zip(where, run(parts[index],
+                                                   [items[at] for at in where])):
+                results[position] = result
+        return results
+
+    def _call(self, script: str, part: PartitionKeys, names: Sequence[str],
+              args: Sequence[_Arg], client: Optional[Client] = None,
+              last_keys: Sequence[str] = ()) -> Any:
+        """Run a script over the jobs ``names`` of partition ``part`` (then ``last_keys``)
+        and log the jobs it reset."""
+        keys = part.common
+        job_prefix, lease_prefix = part.job_prefix, part.lease_prefix
         for name in names:
-            keys += [self._job_prefix + name, self._lease_prefix + name]
+            keys += [job_prefix + name, lease_prefix + name]
         keys += last_keys
         reply = self._boundary(lambda: self._evalsha(script, keys, args, client or self._client))
         payload, corrupt = _parse_reply(self._address, lambda: (reply[0], list(reply[1])))
@@ -464,7 +674,7 @@ class RedisBackend(Backend):
         return payload
 
     def _evalsha(self, name: str, keys: Sequence[str], args: Sequence[_Arg],
-                 client: redis.Redis) -> Any:
+                 client: Client) -> Any:
         # EVALSHA itself rather than redis-py's Script object, whose wrapper costs a fifth of
         # a call's client time; a server that lost its scripts (restart, SCRIPT FLUSH) is
         # given them again, as the wrapper would.
@@ -482,21 +692,22 @@ class RedisBackend(Backend):
         try:
             return _parse_state(name, raw, description)
         except CorruptStateError as exc:
-            self._call("reset", [name], [name, str(exc)])
+            self._call("reset", self._part(name), [name], [name, str(exc)])
             return None
 
     def _boundary(self, call: Callable[[], _T]) -> _T:
         try:
             return call()
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise self._translate(exc) from exc
 
-    def _translate(self, exc: RedisError) -> BackendError:
+    def _translate(self, exc: Union[RedisError, RedisClusterException]) -> BackendError:
         text = str(exc)
         if isinstance(exc, AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
             return BackendUnavailableError(
                 f"authentication failed for Redis at {self._address}: {text}")
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ClusterDownError,
+                            RedisClusterException)):
             return BackendUnavailableError(f"cannot reach Redis at {self._address}: {text}")
         return BackendError(f"Redis at {self._address} failed: {text}")
 
@@ -626,6 +837,23 @@ def _outcome_rows(outcomes: Sequence[Outcome]) -> list[list[Any]]:
              max(0, int(outcome.history_limit))] for outcome in outcomes]
 
 
+def _history_args(part: PartitionKeys) -> list[_Arg]:
+    """The run-history arguments of the scripts that record outcomes (history_args)."""
+    return [part.history_prefix, part.history, GROUP_HISTORY_LIMIT, HISTORY_ERROR_BYTES]
+
+
+def _definition_name(definition: JobDefinition) -> str:
+    return definition.name
+
+
+def _lease_name(lease: Lease) -> str:
+    return lease.job_name
+
+
+def _outcome_name(outcome: Outcome) -> str:
+    return outcome.lease.job_name
+
+
 def _json(rows: list[list[Any]]) -> str:
     """Rows of script values as one JSON argument."""
     return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
@@ -650,7 +878,11 @@ def _flag(value: str) -> bool:
 # -- clients -----------------------------------------------------------------------------------
 
 
-def _address_of(client: redis.Redis) -> str:
+def _address_of(client: Client) -> str:
+    if isinstance(client, RedisCluster):  # the node it was given and any it found since
+        nodes = ",".join(_host_port({"host": node.host, "port": node.port})
+                         for node in client.get_nodes())  # type: ignore[no-untyped-call]
+        return f"redis-cluster://{nodes}"
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
     db = kwargs.get("db", 0)
@@ -671,9 +903,12 @@ def _host_port(kwargs: dict[str, Any]) -> str:
     return f"{host}:{kwargs.get('port', 6379)}"
 
 
-def _refresh_client_for(client: redis.Redis) -> redis.Redis:
+def _refresh_client_for(client: Client) -> Client:
     """A client to the same server with bounded timeouts and at most one retry (R6); for a
-    Sentinel client, one that follows the master as the sentinels name it."""
+    Sentinel client, one that follows the master as the sentinels name it; for a cluster
+    client, a cluster client to the same nodes."""
+    if isinstance(client, RedisCluster):
+        return _refresh_cluster_client_for(client)
     pool = client.connection_pool
     kwargs = {key: value for key, value in pool.connection_kwargs.items()
               if not key.startswith(_POOL_BOUND_KWARGS)}
@@ -693,6 +928,42 @@ def _refresh_client_for(client: redis.Redis) -> redis.Redis:
     else:
         refresh_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     return redis.Redis(connection_pool=refresh_pool)
+
+
+def _refresh_cluster_client_for(client: RedisCluster) -> RedisCluster:
+    node = client.get_default_node()  # type: ignore[no-untyped-call]
+    connection = client.get_redis_connection(node)
+    pool = connection.connection_pool
+    kwargs = {key: value for key, value in pool.connection_kwargs.items()
+              if not key.startswith(_POOL_BOUND_KWARGS)
+              and key not in ("host", "port", "redis_connect_func", "retry", "db")}
+    kwargs.pop("retry_on_timeout", None)
+    if issubclass(pool.connection_class, SSLConnection):
+        kwargs["ssl"] = True
+    known = client.get_nodes()  # type: ignore[no-untyped-call]
+    nodes = [ClusterNode(node.host, node.port) for node in known]  # type: ignore[no-untyped-call]
+    return RedisCluster(
+        startup_nodes=nodes, socket_timeout=_REFRESH_TIMEOUT,
+        socket_connect_timeout=_REFRESH_TIMEOUT, retry=Retry(NoBackoff(), 1), **kwargs)
+
+
+def _close_refresh_client(client: Client) -> None:
+    client.close()  # a cluster client disconnects every node's pool here
+    if isinstance(client, RedisCluster):
+        return
+    pool = client.connection_pool
+    pool.disconnect()
+    if isinstance(pool, SentinelConnectionPool):  # its sentinels are ours too
+        for sentinel in pool.sentinel_manager.sentinels:
+            sentinel.close()
+
+
+def _servers_of(client: Client) -> list[redis.Redis]:
+    """A client of each server that holds the group's keys: the masters of a cluster."""
+    if isinstance(client, RedisCluster):
+        primaries = client.get_primaries()  # type: ignore[no-untyped-call]
+        return [client.get_redis_connection(node) for node in primaries]
+    return [client]
 
 
 def _bounded_sentinel(manager: Sentinel) -> Sentinel:

@@ -293,7 +293,7 @@ def test_every_key_carries_the_hash_tag(backend, client):
     backend.remove("b")
     keys = set(client.keys("*"))
     assert keys == {"{pfx}:job:a", "{pfx}:lease:a", "{pfx}:due", "{pfx}:jobs", "{pfx}:removed",
-                    "{pfx}:epochs"}
+                    "{pfx}:epochs", "{pfx}:layout"}
     assert all(key.startswith("{pfx}:") for key in keys)
 
 
