@@ -432,6 +432,10 @@ def _add_dashboard_command(commands: argparse._SubParsersAction[argparse.Argumen
                            default=os.environ.get("PYSCHEDULER_KEY_PREFIX", "pyscheduler"),
                            help="the group's key prefix (default: $PYSCHEDULER_KEY_PREFIX, "
                            "else pyscheduler)")
+    dashboard.add_argument("--cluster", action="store_true",
+                           default=os.environ.get("PYSCHEDULER_REDIS_CLUSTER", "") == "1",
+                           help="the URL names a node of a Redis Cluster (default: "
+                           "$PYSCHEDULER_REDIS_CLUSTER set to 1)")
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default: 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8080,
@@ -455,7 +459,8 @@ def run_dashboard(args: argparse.Namespace) -> int:
         print("pyscheduler dashboard: --port must be 0 to 65535", file=sys.stderr)
         return _USAGE
     try:
-        control = Control.from_url(args.redis_url, key_prefix=args.key_prefix)
+        control = Control.from_url(args.redis_url, key_prefix=args.key_prefix,
+                                   cluster=args.cluster)
     except ConfigError as exc:
         print(f"pyscheduler dashboard: error: {_one_line(str(exc))}", file=sys.stderr)
         return _USAGE

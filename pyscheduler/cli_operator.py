@@ -44,6 +44,7 @@ _OK, _FAILED, _USAGE = 0, 1, 2
 #: Where the commands look for the group when neither --redis-url nor the environment says.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 _URL_VARIABLE, _PREFIX_VARIABLE = "PYSCHEDULER_REDIS_URL", "PYSCHEDULER_KEY_PREFIX"
+_CLUSTER_VARIABLE = "PYSCHEDULER_REDIS_CLUSTER"
 _DEFAULT_PREFIX = "pyscheduler"
 
 #: Runs ``show`` lists by default, and ``history``.
@@ -73,6 +74,9 @@ def connection_options() -> argparse.ArgumentParser:
     group.add_argument("--key-prefix", metavar="PREFIX",
                        help=f"the group's key prefix (default: ${_PREFIX_VARIABLE}, else "
                        f"{_DEFAULT_PREFIX})")
+    group.add_argument("--cluster", action="store_true",
+                       help=f"the URL names a node of a Redis Cluster (default: "
+                       f"${_CLUSTER_VARIABLE} set to 1)")
     return options
 
 
@@ -92,7 +96,8 @@ def open_control(args: argparse.Namespace) -> Control:
     # An option given empty is refused by from_url (exit 2); a variable set empty is unset.
     url = _given(args.redis_url, _URL_VARIABLE, DEFAULT_REDIS_URL)
     args.key_prefix = _given(args.key_prefix, _PREFIX_VARIABLE, _DEFAULT_PREFIX)
-    return Control.from_url(url, key_prefix=args.key_prefix)
+    cluster = args.cluster or os.environ.get(_CLUSTER_VARIABLE, "") == "1"
+    return Control.from_url(url, key_prefix=args.key_prefix, cluster=cluster)
 
 
 def _given(option: Optional[str], variable: str, default: str) -> str:

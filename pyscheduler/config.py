@@ -21,6 +21,9 @@ __all__ = ["SchedulerConfig"]
 _BACKEND_TYPES = ("memory", "redis")
 #: The most run-history records a job may keep: enough for any operator to read.
 _MAX_HISTORY = 10_000
+#: The most hash-tag partitions a group can have: more would only add script calls per peek,
+#: a Redis Cluster having far fewer masters.
+MAX_PARTITIONS = 256
 _ENV_PREFIX = "PYSCHEDULER_"
 
 
@@ -37,6 +40,10 @@ class SchedulerConfig:
     :param redis_addr: ``host:port`` of Redis, with ``redis_password`` and ``redis_db``.
     :param redis_url: a ``redis://`` or ``rediss://`` URL; wins over ``redis_addr``.
     :param key_prefix: prefix of every Redis key; schedulers sharing it form one group.
+    :param redis_cluster: ``redis_url`` or ``redis_addr`` names a node of a Redis Cluster.
+    :param partitions: how many hash-tag partitions the group's jobs are spread over on
+        Redis, so that a Redis Cluster shares them among its masters; every instance of a
+        group must say the same (another count is refused when the scheduler starts).
     :param timezone: default IANA zone for cron jobs declared through ``Scheduler.cron``.
     :param misfire_grace_time: default for jobs that set none; ``None``: no limit.
     :param instance_id: this instance's name in logs and backend records (default: host:pid).
@@ -58,6 +65,8 @@ class SchedulerConfig:
     redis_db: int = 0
     redis_url: Optional[str] = None
     key_prefix: str = "pyscheduler"
+    redis_cluster: bool = False
+    partitions: int = 1
     timezone: str = "UTC"
     misfire_grace_time: Optional[Union[float, timedelta]] = None
     instance_id: Optional[str] = None
@@ -75,6 +84,13 @@ class SchedulerConfig:
         _check_int("max_concurrent", self.max_concurrent, minimum=1)
         _check_int("redis_db", self.redis_db, minimum=0)
         _check_int("history_limit", self.history_limit, minimum=0)
+        _check_int("partitions", self.partitions, minimum=1)
+        if self.partitions > MAX_PARTITIONS:  # each costs a script call per peek
+            raise ConfigError("partitions",
+                              f"must be at most {MAX_PARTITIONS}, got {self.partitions}")
+        if type(self.redis_cluster) is not bool:
+            raise ConfigError("redis_cluster", f"must be True or False, "
+                                               f"got {self.redis_cluster!r}")
         if self.history_limit > _MAX_HISTORY:  # each record is kept in the backend's memory
             raise ConfigError("history_limit",
                               f"must be at most {_MAX_HISTORY}, got {self.history_limit}")
@@ -186,7 +202,9 @@ class SchedulerConfig:
         return None if grace is None else float(grace)  # type: ignore[arg-type]
 
 
-_INT_FIELDS = ("max_concurrent", "redis_db", "history_limit")
+_INT_FIELDS = ("max_concurrent", "redis_db", "history_limit", "partitions")
+_BOOL_FIELDS = {"redis_cluster": {"1": True, "true": True, "yes": True, "on": True,
+                                  "0": False, "false": False, "no": False, "off": False}}
 _OPTIONAL_FIELDS = ("redis_url", "misfire_grace_time", "instance_id")
 _FLOAT_FIELDS = ("tick_interval", "lock_ttl", "lock_refresh_interval", "misfire_grace_time",
                  "takeover_delay")
@@ -226,6 +244,12 @@ def _nested_settings(value: object, fields: set[str], known: set[str]) -> dict[s
 def _parse_env(name: str, raw: str) -> object:
     if name in _OPTIONAL_FIELDS and raw.strip() in ("", "none", "None"):
         return None
+    if name in _BOOL_FIELDS:
+        flag = _BOOL_FIELDS[name].get(raw.strip().lower())
+        if flag is None:
+            raise ConfigError(name, f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a boolean "
+                              "(1/0, true/false, yes/no, on/off)")
+        return flag
     try:
         if name in _INT_FIELDS:
             return int(raw)

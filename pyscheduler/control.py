@@ -137,9 +137,11 @@ class Control:
         self._owns_backend = False
 
     @classmethod
-    def from_url(cls, url: str, *, key_prefix: str = "pyscheduler") -> Control:
+    def from_url(cls, url: str, *, key_prefix: str = "pyscheduler",
+                 cluster: bool = False) -> Control:
         """A control over the group ``key_prefix`` on the Redis at ``url`` (``redis://``,
-        ``rediss://``, ``unix://``), on a client of its own that :meth:`close` closes.
+        ``rediss://``, ``unix://``; with ``cluster``, a node of a Redis Cluster), on a client
+        of its own that :meth:`close` closes. The group's partitions are read from Redis.
 
         Nothing is sent until the first call, which raises
         :class:`~pyscheduler.BackendUnavailableError` if the server cannot be reached.
@@ -151,7 +153,8 @@ class Control:
         if not key_prefix:
             raise ConfigError("key_prefix", "must not be empty")
         try:
-            backend = RedisBackend.from_url(url, key_prefix=key_prefix)
+            backend = RedisBackend.from_url(url, key_prefix=key_prefix, cluster=cluster,
+                                            partitions=None)
         except ValueError as exc:  # redis-py's word on a malformed URL
             raise ConfigError("redis_url", str(exc)) from None
         control = cls(backend)

@@ -23,9 +23,13 @@ def redis_backend_from_config(config: SchedulerConfig) -> Backend:
 
     if config.redis_url:
         # redis-py parses the URL itself, so rediss://, unix:// and ACL users all work.
-        return RedisBackend.from_url(config.redis_url, key_prefix=config.key_prefix)
+        return RedisBackend.from_url(config.redis_url, key_prefix=config.key_prefix,
+                                     cluster=config.redis_cluster,
+                                     partitions=config.partitions)
     return RedisBackend.from_address(config.redis_addr, password=config.redis_password,
-                                     db=config.redis_db, key_prefix=config.key_prefix)
+                                     db=config.redis_db, key_prefix=config.key_prefix,
+                                     cluster=config.redis_cluster,
+                                     partitions=config.partitions)
 
 
 def __getattr__(name: str) -> object:

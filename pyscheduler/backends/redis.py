@@ -6,7 +6,10 @@ and costs one round trip however many jobs it covers. Every time decision (due-n
 lease expiry, retry time, the fence's microsecond floor) uses the server's ``TIME``.
 
 Key layout, for ``key_prefix="pfx"``; every key carries the hash tag ``{pfx}`` so that one
-group lives in one Redis Cluster slot:
+group lives in one Redis Cluster slot, unless it is spread over ``partitions`` (see
+:mod:`.redis_partitions`): each further partition then has the same keys under a tag of its
+own, ``{pfx#k}`` (the instances and their records excepted, which stay in ``{pfx}``), and a
+job's keys are all in its partition:
 
 ===========================  ======  ===========================================================
 key                          type    holds
@@ -25,6 +28,8 @@ key                          type    holds
 ``{pfx}:instances``          zset    live instance ids scored by their record's expiry (epoch ms)
 ``{pfx}:epochs``             hash    change counters: ``members`` (an instance joined or
                                      left), ``removals`` (a job was removed or found gone)
+``{pfx}:layout``             string  the partition's group, index and the group's number of
+                                     partitions (JSON), checked by :meth:`RedisBackend.open`
 ===========================  ======  ===========================================================
 
 and ``{pfx}:instance:<id>``, a string: that instance's record, an
@@ -209,8 +214,8 @@ class RedisBackend(Backend):
         :param partitions: see :class:`RedisBackend`.
         :param kwargs: passed to :meth:`redis.Redis.from_url` (or ``RedisCluster``'s).
         """
-        client: Client = (RedisCluster.from_url(url, **kwargs) if cluster
-                          else redis.Redis.from_url(url, **kwargs))
+        client: Client = (_cluster_client(partial(RedisCluster.from_url, url, **kwargs))
+                          if cluster else redis.Redis.from_url(url, **kwargs))
         return cls(client, key_prefix, partitions=partitions, owns_client=True)
 
     @classmethod
@@ -239,8 +244,9 @@ class RedisBackend(Backend):
         if cluster:
             if db != 0:
                 raise ConfigError("redis_db", f"a Redis Cluster has database 0 only, got {db}")
-            client = RedisCluster(host=host.strip("[]"), port=int(port),
-                                  password=password or None, **kwargs)
+            client = _cluster_client(partial(RedisCluster, host=host.strip("[]"),
+                                             port=int(port), password=password or None,
+                                             **kwargs))
         else:
             client = redis.Redis(host=host.strip("[]"), port=int(port), db=db,
                                  password=password or None, **kwargs)
@@ -945,6 +951,16 @@ def _refresh_cluster_client_for(client: RedisCluster) -> RedisCluster:
     return RedisCluster(
         startup_nodes=nodes, socket_timeout=_REFRESH_TIMEOUT,
         socket_connect_timeout=_REFRESH_TIMEOUT, retry=Retry(NoBackoff(), 1), **kwargs)
+
+
+def _cluster_client(connect: Callable[[], RedisCluster]) -> RedisCluster:
+    """A cluster client: it asks a node for the cluster's layout as it is built, so that is
+    where an unreachable cluster shows (redis-py's message names the nodes, never a
+    password)."""
+    try:
+        return connect()
+    except (RedisError, RedisClusterException) as exc:
+        raise BackendUnavailableError(f"cannot reach the Redis Cluster: {exc}") from exc
 
 
 def _close_refresh_client(client: Client) -> None:

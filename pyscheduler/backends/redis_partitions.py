@@ -28,13 +28,10 @@ from typing import Optional
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from ..config import MAX_PARTITIONS
+
 __all__ = ["MAX_PARTITIONS", "PartitionKeys", "check_partitions", "layout_mismatch",
            "layout_record", "partition_index", "partition_tags", "stored_partitions"]
-
-#: More partitions than this would only add script calls per peek: a cluster this size has
-#: far fewer masters.
-MAX_PARTITIONS = 256
-
 
 @dataclass(frozen=True)
 class PartitionKeys:
