@@ -14,7 +14,7 @@ import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from .redis_server import START_TIMEOUT, RedisServer, free_port
+from .redis_server import START_TIMEOUT, RedisServer, free_port, redis_server_binary
 
 __all__ = ["RedisClusterServers"]
 
@@ -37,6 +37,7 @@ class RedisClusterServers:
     """Three masters started and joined at construction; :meth:`stop` ends them."""
 
     def __init__(self, directory: Path, masters: int = 3) -> None:
+        redis_server_binary()  # first: without it, skip (or fail in CI) as every Redis test
         cli = shutil.which("redis-cli")
         if cli is None:
             pytest.skip("redis-cli not found on PATH")
