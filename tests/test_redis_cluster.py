@@ -172,7 +172,7 @@ def test_a_group_stored_before_partitions_counts_as_one(redis_cluster):
 
     old = RedisBackend.from_url(redis_cluster.url, "grp", cluster=True)
     old.open()
-    old.register([JobDefinition("job", 0, version="v1")])
+    old.register([JobDefinition(f"job-{i}", 0, version="v1") for i in range(JOBS)])
     client = redis_cluster.client()
     client.delete("{grp}:layout")
 
@@ -183,9 +183,35 @@ def test_a_group_stored_before_partitions_counts_as_one(redis_cluster):
     split.close()
     old.open()
     assert client.get("{grp}:layout") is not None
-    assert old.job_names() == ["job"]
+    assert len(old.job_names()) == JOBS
     client.close()
     old.close()
+
+
+@pytest.mark.redis
+def test_a_partitioned_group_that_lost_its_layout_records_opens_again(redis_cluster):
+    # Given a group in 3 partitions whose layout records are gone (Redis lost its data and
+    # the running instances re-created their jobs), with jobs in every partition
+    from pyscheduler.backends.base import JobDefinition
+
+    group = RedisBackend.from_url(redis_cluster.url, "grp", cluster=True, partitions=3)
+    group.open()
+    group.register([JobDefinition(f"job-{i}", 0, version="v1") for i in range(JOBS)])
+    client = redis_cluster.client()
+    for part in partition_tags("grp", 3):
+        client.delete(part.layout)
+
+    # When an instance with 3 partitions opens it, it is not taken for a one-partition group
+    again = RedisBackend.from_url(redis_cluster.url, "grp", cluster=True, partitions=3)
+    again.open()
+    assert len(again.job_names()) == JOBS
+    single = RedisBackend.from_url(redis_cluster.url, "grp", cluster=True)
+    with pytest.raises(ConfigError, match="stored in 3 partition"):
+        single.open()
+    single.close()
+    client.close()
+    again.close()
+    group.close()
 
 
 @pytest.mark.redis

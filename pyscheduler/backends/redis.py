@@ -307,6 +307,11 @@ class RedisBackend(Backend):
                                f"{self._address}: {exc}") from None
         return count
 
+    def _holds_other_partitions_jobs(self, part: PartitionKeys, count: int) -> bool:
+        members = cast("set[Any]", self._boundary(partial(self._client.smembers,
+                                                          part.common[1])))
+        return any(partition_index(_text(member), count) != part.index for member in members)
+
     def _check_layout(self) -> None:
         """Record the group's partitions where it is new; refuse to go on where it is stored
         otherwise (see :mod:`.redis_partitions`)."""
@@ -315,9 +320,9 @@ class RedisBackend(Backend):
             stored = self._boundary(partial(self._client.get, part.layout))
             if stored is None:
                 wanted = layout_record(self._key_prefix, part.index, len(parts))
-                if part.index == 0 and self._boundary(partial(self._client.exists,
-                                                              part.common[1])):
-                    # jobs stored before partitions were recorded: in one partition
+                if part.index == 0 and self._holds_other_partitions_jobs(part, len(parts)):
+                    # jobs stored before partitions were recorded: in one partition (a
+                    # partitioned group that lost its keys has only partition 0's jobs here)
                     wanted = layout_record(self._key_prefix, 0, 1)
                 # NX: of two instances opening a new group, the first one's count holds.
                 self._boundary(partial(self._client.set, part.layout, wanted, nx=True))
