@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="where the .jsonl and latest.md go (default: %(default)s)")
+    parser.add_argument("--match", type=re.compile, default=None, metavar="REGEX",
+                        help="only the runs whose 'system workload label' line (as --list "
+                             "prints it) matches REGEX, e.g. 'burst.*N=10,000'")
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
     return parser
 
@@ -94,18 +98,24 @@ def _names(known: tuple[str, ...]) -> Callable[[str], list[str]]:
     return parse
 
 
+def _run_line(spec: RunSpec) -> str:
+    return f"{spec.system:20} {spec.workload:13} {spec.label}"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = make_parser().parse_args(argv)
     plan = [spec for spec in (quick_plan() if args.quick else full_plan())
-            if spec.workload in args.workloads and spec.system in args.systems]
+            if spec.workload in args.workloads and spec.system in args.systems
+            and (args.match is None or args.match.search(_run_line(spec)))]
     if not plan:
-        print("nothing to run: no run matches --systems and --workloads", file=sys.stderr)
+        print("nothing to run: no run matches --systems, --workloads and --match",
+              file=sys.stderr)
         if "cluster" in args.workloads and CLUSTER_SYSTEM not in args.systems:
             print(f"(the cluster workload runs on {CLUSTER_SYSTEM} only)", file=sys.stderr)
         return 2
     if args.list:
         for spec in plan:
-            print(f"{spec.system:20} {spec.workload:13} {spec.label}")
+            print(_run_line(spec))
         return 0
 
     args.results_dir.mkdir(parents=True, exist_ok=True)

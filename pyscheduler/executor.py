@@ -118,8 +118,9 @@ class DefaultJobExecutor:
 
     def free_slots(self) -> int:
         """Workers free to start a handler now (stuck, timed-out handlers count as busy)."""
-        with self._mutex:
-            return self._capacity - len(self._running)
+        # No lock: len() of a dict is atomic, and the answer may be stale the moment the
+        # lock were released anyway (only the claimer, one at a time, fills slots).
+        return self._capacity - len(self._running)
 
     def running_names(self) -> list[str]:
         """The names of the jobs whose handlers run now (a timed-out one that ignores its
@@ -221,16 +222,29 @@ class DefaultJobExecutor:
             _reset_current(reset)
 
     def _lane(self) -> None:
-        recorded = False
+        ended: Optional[Run] = None
         while True:
             with self._mutex:
-                self._recording -= recorded
-                if not self._ready:
+                # The run this lane ended counts as over here, under the lock the lane takes
+                # anyway for its next run: one acquisition per run fewer.
+                done = None if ended is None else self._over(ended)
+                run = self._ready.popleft() if self._ready else None
+                if run is None:
                     self._lanes -= 1
-                    return
-                run = self._ready.popleft()
+            if done is not None:
+                done.set()
+            if run is None:
+                return
             self._run(run)
-            recorded = True
+            ended = run
+
+    def _over(self, run: Run) -> Optional[threading.Event]:
+        """Under the mutex: ``run``'s result is handed over (see :meth:`wait_idle`)."""
+        self._recording -= 1
+        self._unfinished.pop(run.claim.owner, None)
+        if not self._unfinished:
+            self._idle.notify_all()
+        return run.done
 
     def _run(self, run: Run) -> None:
         hooks, name, attempt = self._hooks, run.job.name, run.claim.attempt
@@ -261,13 +275,6 @@ class DefaultJobExecutor:
             self._on_free()
         except BaseException:  # the scheduler's tick still claims for this slot
             self._hooks.log("error", "on_free failed", traceback=traceback.format_exc())
-        with self._mutex:
-            self._unfinished.pop(run.claim.owner, None)
-            if not self._unfinished:
-                self._idle.notify_all()
-            done = run.done
-        if done is not None:
-            done.set()
 
 
 def start_lag(run: Run, now: float) -> float:

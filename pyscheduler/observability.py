@@ -265,7 +265,8 @@ class SafeHooks:
 
     def metric(self, hook: str, *args: object) -> None:
         """Call ``metrics.<hook>(*args)`` (an optional hook only where it is defined)."""
-        if not self.has_metric(hook):
+        # has_metric, inlined: this runs several times per occurrence.
+        if self._no_metrics or (hook in OPTIONAL_METRIC_HOOKS and hook not in self._optional):
             return
         try:
             getattr(self.metrics, hook)(*args)

@@ -64,9 +64,7 @@ from importlib import resources
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union, cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import SSLConnection
+from redis.cluster import RedisCluster
 from redis.exceptions import (
     AuthenticationError,
     ClusterDownError,
@@ -77,15 +75,12 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ..errors import BackendError, BackendUnavailableError, ConfigError, CorruptStateError
 from .base import (
     GROUP_HISTORY_LIMIT,
     HISTORY_ERROR_BYTES,
     Backend,
-    Claim,
     ClaimBatch,
     ClaimRequest,
     DueEntry,
@@ -95,9 +90,16 @@ from .base import (
     Lease,
     Outcome,
     RunRecord,
-    run_outcome,
 )
-from .redis_history import json_record, parse_run
+from .redis_clients import (
+    Client,
+    address_of,
+    close_refresh_client,
+    cluster_client,
+    refresh_client_for,
+    servers_of,
+)
+from .redis_history import parse_run
 from .redis_partitions import (
     PartitionKeys,
     check_partitions,
@@ -106,6 +108,19 @@ from .redis_partitions import (
     partition_index,
     partition_tags,
     stored_partitions,
+)
+from .redis_replies import (
+    ScriptArg,
+    instance_record,
+    json_arg,
+    optional_arg,
+    outcome_rows,
+    parse_claim,
+    parse_due_entry,
+    parse_instance,
+    parse_reply,
+    parse_state,
+    reply_text,
 )
 
 __all__ = ["RedisBackend"]
@@ -117,22 +132,12 @@ _REGISTER_CHUNK = 500
 
 _T = TypeVar("_T")
 _I = TypeVar("_I")
-_Arg = Union[str, int]  # a script argument
-#: A client of one Redis server (or of the master Sentinel names), or of a Redis Cluster.
-Client = Union["redis.Redis", RedisCluster]
-
-#: Socket timeouts of the refresher's client: a refresh must fail fast rather than keep a
-#: holder running past its lease while redis-py waits (R6).
-_REFRESH_TIMEOUT = 2.0
 
 _SCRIPTS = ("register", "claim", "refresh", "finish", "interrupt", "set_paused", "run_now",
             "remove", "get_states", "reset", "heartbeat")
 
 #: Malformed instance records are logged once per instance id, for this many ids at most.
 _REPORTED_MAX = 1_000
-
-#: connection kwargs bound to the pool they came from, not to be copied into another pool
-_POOL_BOUND_KWARGS = ("maint_notifications", "orig_", "himport_registry")
 
 
 class _Script:
@@ -188,8 +193,8 @@ class RedisBackend(Backend):
         self._client = client
         self._owns_client = owns_client
         self._owns_refresh_client = refresh_client is None
-        self._refresh_client = refresh_client or _refresh_client_for(client)
-        self._address = _address_of(client)
+        self._refresh_client = refresh_client or refresh_client_for(client)
+        self._address = address_of(client)
         self._key_prefix = key_prefix
         #: the partitions, once known (see _parts)
         self._known_parts = None if partitions is None else partition_tags(key_prefix,
@@ -214,7 +219,7 @@ class RedisBackend(Backend):
         :param partitions: see :class:`RedisBackend`.
         :param kwargs: passed to :meth:`redis.Redis.from_url` (or ``RedisCluster``'s).
         """
-        client: Client = (_cluster_client(partial(RedisCluster.from_url, url, **kwargs))
+        client: Client = (cluster_client(partial(RedisCluster.from_url, url, **kwargs))
                           if cluster else redis.Redis.from_url(url, **kwargs))
         return cls(client, key_prefix, partitions=partitions, owns_client=True)
 
@@ -244,7 +249,7 @@ class RedisBackend(Backend):
         if cluster:
             if db != 0:
                 raise ConfigError("redis_db", f"a Redis Cluster has database 0 only, got {db}")
-            client = _cluster_client(partial(RedisCluster, host=host.strip("[]"),
+            client = cluster_client(partial(RedisCluster, host=host.strip("[]"),
                                              port=int(port), password=password or None,
                                              **kwargs))
         else:
@@ -310,7 +315,7 @@ class RedisBackend(Backend):
     def _holds_other_partitions_jobs(self, part: PartitionKeys, count: int) -> bool:
         members = cast("set[Any]", self._boundary(partial(self._client.smembers,
                                                           part.common[1])))
-        return any(partition_index(_text(member), count) != part.index for member in members)
+        return any(partition_index(reply_text(member), count) != part.index for member in members)
 
     def _check_layout(self) -> None:
         """Record the group's partitions where it is new; refuse to go on where it is stored
@@ -335,7 +340,7 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         if self._owns_refresh_client:
-            _close_refresh_client(self._refresh_client)
+            close_refresh_client(self._refresh_client)
         if self._owns_client:
             self._client.close()
 
@@ -344,7 +349,7 @@ class RedisBackend(Backend):
         return int(seconds) * 1000 + int(micros) // 1000
 
     def _check_eviction(self) -> None:
-        for server in _servers_of(self._client):
+        for server in servers_of(self._client):
             self._check_server_eviction(server)
 
     def _check_server_eviction(self, server: redis.Redis) -> None:
@@ -357,7 +362,7 @@ class RedisBackend(Backend):
             return
         except RedisError as exc:
             raise self._translate(exc) from exc
-        config = {_text(key): _text(value) for key, value in raw.items()}
+        config = {reply_text(key): reply_text(value) for key, value in raw.items()}
         policy = config.get("maxmemory-policy", "noeviction")
         maxmemory = int(config.get("maxmemory", "0") or 0)
         if maxmemory > 0 and policy != "noeviction":
@@ -384,11 +389,12 @@ class RedisBackend(Backend):
 
     def _register(self, part: PartitionKeys,
                   definitions: Sequence[JobDefinition]) -> list[JobState]:
-        rows = [[definition.name, _opt(definition.first_run_ms), int(definition.start_paused),
+        rows = [[definition.name, optional_arg(definition.first_run_ms),
+                 int(definition.start_paused),
                  json.dumps(definition.description, sort_keys=True, default=str),
                  definition.version] for definition in definitions]
         names = [definition.name for definition in definitions]
-        raws = self._call("register", part, names, [_json(rows)])
+        raws = self._call("register", part, names, [json_arg(rows)])
         states = []
         for definition, raw in zip(definitions, raws):
             # The reply leaves out the description: it is the one just sent.
@@ -400,10 +406,10 @@ class RedisBackend(Backend):
         return states
 
     def pause(self, name: str) -> DueEntry:
-        return _due_entry(self._call("set_paused", self._part(name), [name], [name, 1]))
+        return parse_due_entry(self._call("set_paused", self._part(name), [name], [name, 1]))
 
     def resume(self, name: str) -> DueEntry:
-        return _due_entry(self._call("set_paused", self._part(name), [name], [name, 0]))
+        return parse_due_entry(self._call("set_paused", self._part(name), [name], [name, 0]))
 
     def remove(self, name: str) -> bool:
         part = self._part(name)
@@ -412,7 +418,7 @@ class RedisBackend(Backend):
                                last_keys=[part.epochs]))
 
     def run_now(self, name: str) -> DueEntry:
-        return _due_entry(self._call("run_now", self._part(name), [name], [name]))
+        return parse_due_entry(self._call("run_now", self._part(name), [name], [name]))
 
     def get_states(self, names: Sequence[str]) -> list[Optional[JobState]]:
         def get_part(part: PartitionKeys, chunk: Sequence[str]) -> list[Optional[JobState]]:
@@ -426,7 +432,7 @@ class RedisBackend(Backend):
         for part in self._parts:
             members = cast("set[Any]", self._boundary(partial(self._client.smembers,
                                                               part.common[1])))
-            names.update(_text(member) for member in members)
+            names.update(reply_text(member) for member in members)
         return sorted(names)
 
     # -- claiming ----------------------------------------------------------------------------
@@ -490,15 +496,15 @@ class RedisBackend(Backend):
         requests: Sequence[ClaimRequest], lease_ms: int, peek: int,
     ) -> tuple[list[Optional[JobState]], ClaimBatch]:
         rows = [[request.job_name, request.owner, int(request.expected_due_ms),
-                 _opt(request.expected_next_run_ms), _opt(request.scheduled_ms),
-                 _opt(request.following_ms), _opt(request.misfire_grace_ms),
+                 optional_arg(request.expected_next_run_ms), optional_arg(request.scheduled_ms),
+                 optional_arg(request.following_ms), optional_arg(request.misfire_grace_ms),
                  int(request.max_recoveries), request.definition_version]
                 for request in requests]
-        args: list[_Arg] = [max(1, int(lease_ms)), max(0, int(peek)), part.job_prefix,
-                            part.lease_prefix, _json(rows)]
+        args: list[ScriptArg] = [max(1, int(lease_ms)), max(0, int(peek)), part.job_prefix,
+                            part.lease_prefix, json_arg(rows)]
         finished = [outcome.lease.job_name for outcome in outcomes]
         if outcomes:
-            args += [_json(_outcome_rows(outcomes)), *_history_args(part)]
+            args += [json_arg(outcome_rows(outcomes)), *_history_args(part)]
         reply = self._call("claim", part,
                            [request.job_name for request in requests] + finished,
                            args, last_keys=[part.epochs])
@@ -507,11 +513,11 @@ class RedisBackend(Backend):
             # One JSON document; the script's empty lists come back as {} (cjson cannot tell
             # an empty array from an empty object).
             now, claims, refused, due, skipped, abandoned, members, removals = json.loads(
-                _text(reply[0]))
+                reply_text(reply[0]))
             return ClaimBatch(
-                claims=[_claim(row) for row in claims or ()],
-                refused=[_due_entry(row) for row in refused or ()],
-                due=[_due_entry(row) for row in due or ()],
+                claims=[parse_claim(row) for row in claims or ()],
+                refused=[parse_due_entry(row) for row in refused or ()],
+                due=[parse_due_entry(row) for row in due or ()],
                 skipped=[str(name) for name in skipped or ()],
                 abandoned=[str(name) for name in abandoned or ()],
                 now_ms=int(now),
@@ -519,16 +525,16 @@ class RedisBackend(Backend):
                 removals_epoch=int(removals),
             )
 
-        claimed = _parse_reply(self._address, batch)
+        claimed = parse_reply(self._address, batch)
         self._epochs[part.index] = (claimed.members_epoch, claimed.removals_epoch)
-        raws = _parse_reply(self._address, lambda: list(reply[1]))
+        raws = parse_reply(self._address, lambda: list(reply[1]))
         return [self._state(name, raw) for name, raw in zip(finished, raws)], claimed
 
     # -- leases and outcomes -----------------------------------------------------------------
 
     def refresh(self, leases: Sequence[Lease], lease_ms: int) -> list[bool]:
         def refresh_part(part: PartitionKeys, chunk: Sequence[Lease]) -> list[bool]:
-            args: list[_Arg] = [max(1, int(lease_ms))]
+            args: list[ScriptArg] = [max(1, int(lease_ms))]
             for lease in chunk:
                 args += [lease.job_name, lease.owner, int(lease.fence)]
             held = self._call("refresh", part, [lease.job_name for lease in chunk], args,
@@ -542,14 +548,14 @@ class RedisBackend(Backend):
                         chunk: Sequence[Outcome]) -> list[Optional[JobState]]:
             names = [outcome.lease.job_name for outcome in chunk]
             raws = self._call("finish", part, names,
-                              [_json(_outcome_rows(chunk)), *_history_args(part)])
+                              [json_arg(outcome_rows(chunk)), *_history_args(part)])
             return [self._state(name, raw) for name, raw in zip(names, raws)]
 
         return self._per_partition(outcomes, _outcome_name, finish_part)
 
     def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
         def interrupt_part(part: PartitionKeys, chunk: Sequence[Lease]) -> list[bool]:
-            args: list[_Arg] = []
+            args: list[ScriptArg] = []
             for lease in chunk:
                 args += [lease.job_name, lease.owner, int(lease.fence)]
             released = self._call("interrupt", part, [lease.job_name for lease in chunk], args)
@@ -562,7 +568,7 @@ class RedisBackend(Backend):
     def heartbeat(self, info: InstanceInfo, ttl_ms: int) -> list[InstanceInfo]:
         """See :meth:`~.base.Backend.heartbeat`; sent through the refresher's bounded client,
         since the lease refresher's thread sends it."""
-        record = json.dumps(_instance_record(info), sort_keys=True, separators=(",", ":"))
+        record = json.dumps(instance_record(info), sort_keys=True, separators=(",", ":"))
         return self._instances_script("beat", [info.instance_id, max(1, int(ttl_ms)), record],
                                       self._refresh_client)
 
@@ -574,20 +580,20 @@ class RedisBackend(Backend):
         never waits on an unreachable Redis longer than a refresh would."""
         self._instances_script("leave", [instance_id], self._refresh_client)
 
-    def _instances_script(self, mode: str, args: Sequence[_Arg],
+    def _instances_script(self, mode: str, args: Sequence[ScriptArg],
                           client: Client) -> list[InstanceInfo]:
         keys = [*self._first.common, self._instances_key, self._first.epochs]
         reply = self._boundary(lambda: self._evalsha(
             "heartbeat", keys, [mode, self._instance_prefix, *args], client))
-        live, corrupt = _parse_reply(self._address,
+        live, corrupt = parse_reply(self._address,
                                      lambda: (list(reply[0][1]), list(reply[1])))
         for instance_id, why in zip(corrupt[::2], corrupt[1::2]):
-            self._report_instance(_text(instance_id), _text(why))
+            self._report_instance(reply_text(instance_id), reply_text(why))
         infos = []
         for member, raw in zip(live[::2], live[1::2]):
-            instance_id = _text(member)
+            instance_id = reply_text(member)
             try:
-                infos.append(_parse_instance(instance_id, raw))
+                infos.append(parse_instance(instance_id, raw))
             except CorruptStateError as exc:
                 self._report_instance(instance_id, str(exc))
         return sorted(infos, key=lambda info: info.instance_id)
@@ -667,7 +673,7 @@ class RedisBackend(Backend):
         return results
 
     def _call(self, script: str, part: PartitionKeys, names: Sequence[str],
-              args: Sequence[_Arg], client: Optional[Client] = None,
+              args: Sequence[ScriptArg], client: Optional[Client] = None,
               last_keys: Sequence[str] = ()) -> Any:
         """Run a script over the jobs ``names`` of partition ``part`` (then ``last_keys``)
         and log the jobs it reset."""
@@ -677,14 +683,14 @@ class RedisBackend(Backend):
             keys += [job_prefix + name, lease_prefix + name]
         keys += last_keys
         reply = self._boundary(lambda: self._evalsha(script, keys, args, client or self._client))
-        payload, corrupt = _parse_reply(self._address, lambda: (reply[0], list(reply[1])))
+        payload, corrupt = parse_reply(self._address, lambda: (reply[0], list(reply[1])))
         for name, why in zip(corrupt[::2], corrupt[1::2]):
             logger.error("job %r in Redis at %s held a value not of our form (%s); its state "
                          "was reset and its schedulers re-create it",
-                         _text(name), self._address, _text(why))
+                         reply_text(name), self._address, reply_text(why))
         return payload
 
-    def _evalsha(self, name: str, keys: Sequence[str], args: Sequence[_Arg],
+    def _evalsha(self, name: str, keys: Sequence[str], args: Sequence[ScriptArg],
                  client: Client) -> Any:
         # EVALSHA itself rather than redis-py's Script object, whose wrapper costs a fifth of
         # a call's client time; a server that lost its scripts (restart, SCRIPT FLUSH) is
@@ -701,7 +707,7 @@ class RedisBackend(Backend):
         if not isinstance(raw, (bytes, str)):
             return None  # 0: unknown, or a stale outcome
         try:
-            return _parse_state(name, raw, description)
+            return parse_state(name, raw, description)
         except CorruptStateError as exc:
             self._call("reset", self._part(name), [name], [name, str(exc)])
             return None
@@ -723,132 +729,7 @@ class RedisBackend(Backend):
         return BackendError(f"Redis at {self._address} failed: {text}")
 
 
-# -- parsing what Redis returned ---------------------------------------------------------------
-
-
-def _parse_reply(address: str, build: Callable[[], _T]) -> _T:
-    try:
-        return build()
-    except (IndexError, KeyError, TypeError, ValueError) as exc:
-        raise BackendError(f"unexpected reply from Redis at {address}: {exc!r}") from exc
-
-
-#: The fields of a state reply, in the order of ``STATE_FIELDS`` in ``common.lua``; the
-#: description (``def``) follows where the script was asked for it.
-_STATE_FIELDS = ("v", "next_run", "due", "paused", "fence", "run_count", "failure_count",
-                 "consecutive_failures", "last_run", "last_success", "last_error",
-                 "last_duration", "status", "scheduled", "attempt", "last_failed", "owner")
-
-
-def _parse_state(name: str, raw: Union[bytes, str],
-                 description: Optional[dict[str, object]] = None) -> JobState:
-    """A :class:`JobState` from a state reply (a JSON array of the fields' text);
-    ``description`` is used when the reply has none (else an empty one).
-
-    :raises CorruptStateError: a field is missing or not of our form.
-    """
-    try:
-        # This runs for every job a reply names (a UnicodeDecodeError is a ValueError, so
-        # invalid text counts as corrupt like a missing field does).
-        values = json.loads(raw.decode("utf-8") if type(raw) is bytes else raw)
-        if (type(values) is not list or len(values) - len(_STATE_FIELDS) not in (0, 1)
-                or set(map(type, values)) != {str}):
-            raise ValueError("a field is missing or not text")
-        (version, next_run, due, paused, fence, run_count, failure_count,
-         consecutive_failures, last_run, last_success, last_error, last_duration, status,
-         scheduled, attempt, last_failed, owner, *definition) = values
-        if version != "1":
-            raise ValueError("unknown layout version")
-        if definition:
-            description = json.loads(definition[0])
-            if not isinstance(description, dict):
-                raise ValueError("the description is not a JSON object")
-        elif description is None:
-            description = {}
-        in_flight = status != ""
-        return JobState(
-            name, _opt_int(next_run), _opt_int(due), _flag(paused), int(fence),
-            int(run_count), int(failure_count), int(consecutive_failures), _opt_int(last_run),
-            _opt_int(last_success), last_error,
-            float(last_duration) if last_duration else None,
-            status, int(scheduled) if in_flight else None, int(attempt) if in_flight else 0,
-            _flag(last_failed), description, owner if status == "running" else "")
-    except (KeyError, ValueError, TypeError, RecursionError) as exc:
-        raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
-
-
-#: The fields of an instance record, with their types (``bool`` is never an ``int`` here).
-_INSTANCE_FIELDS: tuple[tuple[str, type], ...] = (
-    ("instance_id", str), ("host", str), ("pid", int), ("started_at_ms", int),
-    ("library_version", str), ("max_concurrent", int), ("last_heartbeat_ms", int))
-
-
-def _instance_record(info: InstanceInfo) -> dict[str, object]:
-    """What a heartbeat stores, but ``last_heartbeat_ms``, which the script sets."""
-    return {"v": 1, "instance_id": info.instance_id, "host": info.host, "pid": int(info.pid),
-            "started_at_ms": int(info.started_at_ms), "library_version": info.library_version,
-            "max_concurrent": int(info.max_concurrent), "running": list(info.running),
-            "jobs_digest": info.jobs_digest}
-
-
-def _parse_instance(instance_id: str, raw: object) -> InstanceInfo:
-    """An :class:`InstanceInfo` from a stored record, checked field by field.
-
-    :raises CorruptStateError: the record is not a JSON object of our form, or names another
-        instance than the member it was found under.
-    """
-    try:
-        values = json_record(raw)
-        fields: dict[str, Any] = {}
-        for name, kind in _INSTANCE_FIELDS:
-            if type(values.get(name)) is not kind:
-                raise ValueError(f"field {name} is missing or not a {kind.__name__}")
-            fields[name] = values[name]
-        running = values.get("running")
-        if type(running) is not list or not all(type(name) is str for name in running):
-            raise ValueError("field running is not a list of names")
-        if fields["instance_id"] != instance_id:
-            raise ValueError("the record names another instance")
-        digest = values.get("jobs_digest", "")  # absent from records of older versions
-        if type(digest) is not str:
-            raise ValueError("field jobs_digest is not a string")
-        return InstanceInfo(running=tuple(running), jobs_digest=digest, **fields)
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
-
-
-def _claim(row: list[Any]) -> Claim:
-    name, owner, fence, scheduled, attempt, kind, claimed_at, lease_ms = row
-    return Claim(str(name), str(owner), int(fence), int(scheduled), int(attempt), str(kind),
-                 int(claimed_at), int(lease_ms))
-
-
-def _due_entry(row: list[Any]) -> DueEntry:
-    """A due entry from a RESP array (bytes) or a JSON array (text and numbers)."""
-    name, due, next_run, missing, removed, superseded = row
-    return DueEntry(_text(name), _opt_int(_text(due)), _opt_int(_text(next_run)),
-                    missing=bool(missing), removed=bool(removed), superseded=bool(superseded))
-
-
-def _text(value: object) -> str:
-    """A reply value as text, whether or not the client decodes responses."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _opt(value: Optional[int]) -> _Arg:
-    return "" if value is None else int(value)
-
-
-def _outcome_rows(outcomes: Sequence[Outcome]) -> list[list[Any]]:
-    return [[outcome.lease.job_name, outcome.lease.owner, int(outcome.lease.fence),
-             int(outcome.succeeded), _utf8(outcome.error), repr(float(outcome.duration)),
-             _opt(outcome.retry_delay_ms), int(outcome.still_running), run_outcome(outcome),
-             max(0, int(outcome.history_limit))] for outcome in outcomes]
-
-
-def _history_args(part: PartitionKeys) -> list[_Arg]:
+def _history_args(part: PartitionKeys) -> list[ScriptArg]:
     """The run-history arguments of the scripts that record outcomes (history_args)."""
     return [part.history_prefix, part.history, GROUP_HISTORY_LIMIT, HISTORY_ERROR_BYTES]
 
@@ -863,139 +744,3 @@ def _lease_name(lease: Lease) -> str:
 
 def _outcome_name(outcome: Outcome) -> str:
     return outcome.lease.job_name
-
-
-def _json(rows: list[list[Any]]) -> str:
-    """Rows of script values as one JSON argument."""
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-
-
-def _utf8(text: str) -> str:
-    """``text`` made encodable as UTF-8: an exception's message may hold a lone surrogate."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-def _opt_int(value: str) -> Optional[int]:
-    return None if value == "" else int(value)
-
-
-def _flag(value: str) -> bool:
-    if value not in ("0", "1"):
-        raise ValueError(f"expected 0 or 1, got {value!r}")
-    return value == "1"
-
-
-# -- clients -----------------------------------------------------------------------------------
-
-
-def _address_of(client: Client) -> str:
-    if isinstance(client, RedisCluster):  # the node it was given and any it found since
-        nodes = ",".join(_host_port({"host": node.host, "port": node.port})
-                         for node in client.get_nodes())  # type: ignore[no-untyped-call]
-        return f"redis-cluster://{nodes}"
-    pool = client.connection_pool
-    kwargs = pool.connection_kwargs
-    db = kwargs.get("db", 0)
-    if isinstance(pool, SentinelConnectionPool):  # the master moves: name who says where
-        sentinels = ",".join(_host_port(sentinel.connection_pool.connection_kwargs)
-                             for sentinel in pool.sentinel_manager.sentinels)
-        return f"sentinel://{sentinels}/{pool.service_name}/{db}"
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}?db={db}"
-    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
-    return f"{scheme}://{_host_port(kwargs)}/{db}"
-
-
-def _host_port(kwargs: dict[str, Any]) -> str:
-    host = str(kwargs.get("host", "localhost"))
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{kwargs.get('port', 6379)}"
-
-
-def _refresh_client_for(client: Client) -> Client:
-    """A client to the same server with bounded timeouts and at most one retry (R6); for a
-    Sentinel client, one that follows the master as the sentinels name it; for a cluster
-    client, a cluster client to the same nodes."""
-    if isinstance(client, RedisCluster):
-        return _refresh_cluster_client_for(client)
-    pool = client.connection_pool
-    kwargs = {key: value for key, value in pool.connection_kwargs.items()
-              if not key.startswith(_POOL_BOUND_KWARGS)}
-    kwargs.update(socket_timeout=_REFRESH_TIMEOUT, socket_connect_timeout=_REFRESH_TIMEOUT,
-                  retry=Retry(NoBackoff(), 1))
-    kwargs.pop("retry_on_timeout", None)
-    refresh_pool: redis.ConnectionPool
-    if isinstance(pool, SentinelConnectionPool):
-        # A pool of the Sentinel kind, on sentinels of its own: the given pool's proxy
-        # (under "connection_pool") only drops that pool's connections to a replaced master,
-        # and the given sentinels may wait without bounds.
-        del kwargs["connection_pool"]
-        refresh_pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
-            pool.service_name, _bounded_sentinel(pool.sentinel_manager),
-            connection_class=pool.connection_class, is_master=pool.is_master,
-            check_connection=pool.check_connection, **kwargs)
-    else:
-        refresh_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    return redis.Redis(connection_pool=refresh_pool)
-
-
-def _refresh_cluster_client_for(client: RedisCluster) -> RedisCluster:
-    node = client.get_default_node()  # type: ignore[no-untyped-call]
-    connection = client.get_redis_connection(node)
-    pool = connection.connection_pool
-    kwargs = {key: value for key, value in pool.connection_kwargs.items()
-              if not key.startswith(_POOL_BOUND_KWARGS)
-              and key not in ("host", "port", "redis_connect_func", "retry", "db")}
-    kwargs.pop("retry_on_timeout", None)
-    if issubclass(pool.connection_class, SSLConnection):
-        kwargs["ssl"] = True
-    known = client.get_nodes()  # type: ignore[no-untyped-call]
-    nodes = [ClusterNode(node.host, node.port) for node in known]  # type: ignore[no-untyped-call]
-    return RedisCluster(
-        startup_nodes=nodes, socket_timeout=_REFRESH_TIMEOUT,
-        socket_connect_timeout=_REFRESH_TIMEOUT, retry=Retry(NoBackoff(), 1), **kwargs)
-
-
-def _cluster_client(connect: Callable[[], RedisCluster]) -> RedisCluster:
-    """A cluster client: it asks a node for the cluster's layout as it is built, so that is
-    where an unreachable cluster shows (redis-py's message names the nodes, never a
-    password)."""
-    try:
-        return connect()
-    except (RedisError, RedisClusterException) as exc:
-        raise BackendUnavailableError(f"cannot reach the Redis Cluster: {exc}") from exc
-
-
-def _close_refresh_client(client: Client) -> None:
-    client.close()  # a cluster client disconnects every node's pool here
-    if isinstance(client, RedisCluster):
-        return
-    pool = client.connection_pool
-    pool.disconnect()
-    if isinstance(pool, SentinelConnectionPool):  # its sentinels are ours too
-        for sentinel in pool.sentinel_manager.sentinels:
-            sentinel.close()
-
-
-def _servers_of(client: Client) -> list[redis.Redis]:
-    """A client of each server that holds the group's keys: the masters of a cluster."""
-    if isinstance(client, RedisCluster):
-        primaries = client.get_primaries()  # type: ignore[no-untyped-call]
-        return [client.get_redis_connection(node) for node in primaries]
-    return [client]
-
-
-def _bounded_sentinel(manager: Sentinel) -> Sentinel:
-    """The sentinels of ``manager`` again, asked with the refresher's bounded timeouts; each
-    is asked once in turn, so none is retried."""
-    addresses = [(sentinel.connection_pool.connection_kwargs["host"],
-                  sentinel.connection_pool.connection_kwargs["port"])
-                 for sentinel in manager.sentinels]
-    sentinel_kwargs = dict(manager.sentinel_kwargs, socket_timeout=_REFRESH_TIMEOUT,
-                           socket_connect_timeout=_REFRESH_TIMEOUT, retry=Retry(NoBackoff(), 0))
-    sentinel_kwargs.pop("retry_on_timeout", None)
-    return Sentinel(  # type: ignore[no-untyped-call]
-        addresses, min_other_sentinels=manager.min_other_sentinels,
-        sentinel_kwargs=sentinel_kwargs, force_master_ip=getattr(manager, "_force_master_ip", None))

@@ -38,9 +38,9 @@ local REQUIRED = {
 local STATUSES = {[''] = true, running = true, retry_wait = true, interrupted = true}
 local KINDS = {[''] = true, regular = true, retry = true, recovery = true, manual = true}
 
--- The fields of a state reply, in the order RedisBackend reads them (_STATE_FIELDS). A reply
--- is one JSON array of them, not a RESP array: the client parses one string in C instead of
--- building an object per field, which was its main cost per run.
+-- The fields of a state reply, in the order RedisBackend reads them (STATE_FIELDS in
+-- redis_replies.py). A reply is one JSON array of them, not a RESP array: the client parses
+-- one string in C instead of building an object per field, which was its main cost per run.
 local STATE_FIELDS = {
   'v', 'next_run', 'due', 'paused', 'fence', 'run_count', 'failure_count',
   'consecutive_failures', 'last_run', 'last_success', 'last_error', 'last_duration', 'status',
