@@ -222,6 +222,14 @@ class RecordingBackend:
         self._claimed(batch)
         return states, batch
 
+    def refresh(self, leases: Sequence[Lease], lease_ms: int) -> list[bool]:
+        before = self._inner.now_ms()
+        held = self._inner.refresh(leases, lease_ms)
+        for lease, ok in zip(leases, held):
+            self._history.add("refreshed", self._instance, job=lease.job_name,
+                              fence=lease.fence, held=ok, before_ms=before)
+        return held
+
     def interrupt(self, leases: Sequence[Lease]) -> list[bool]:
         released = self._inner.interrupt(leases)
         for lease, ok in zip(leases, released):
@@ -540,6 +548,9 @@ class Occurrence:
     retry_not_before_ms: int = 0
     #: which run_now request a manual occurrence serves (0 for a regular one)
     request: int = 0
+    #: the backend's time before the holder's last refresh of the lease that extended it
+    #: (0: none since the claim, whose time counts then)
+    refreshed_ms: int = 0
 
 
 @dataclass
@@ -678,22 +689,40 @@ class Model:
     def _on_claimed(self, event: Event) -> None:
         assert not event.skipped, f"skipped {event.skipped} without a misfire grace time"
         for name in event.abandoned:
-            self._abandoned(self.jobs[name])
+            self._abandoned(self.jobs[name], event.now_ms)
         for claim in event.claims:
             self._claim(event.instance, claim)
 
-    def _abandoned(self, job: JobModel) -> None:
+    def _abandoned(self, job: JobModel, now_ms: int) -> None:
         occ = job.occ
         assert occ is not None, f"{job.spec.name!r} abandoned with nothing in flight"
-        assert self._orphaned(occ), f"{job.spec.name!r} abandoned while its holder lives"
+        assert self._orphaned(occ, now_ms), (
+            f"{job.spec.name!r} abandoned while its holder lives and holds its lease")
         assert occ.recoveries >= job.spec.max_recoveries, (
             f"{job.spec.name!r} abandoned after {occ.recoveries} recoveries, of "
             f"{job.spec.max_recoveries}")
         self._settle(job, occ, succeeded=False)
 
-    def _orphaned(self, occ: Occurrence) -> bool:
+    def _orphaned(self, occ: Occurrence, now_ms: int) -> bool:
+        """Whether another instance may take ``occ`` over at ``now_ms`` (backend time)."""
         return occ.status == "interrupted" or (
-            occ.status == "running" and self.status[occ.holder] != "alive")
+            occ.status == "running" and (self.status[occ.holder] != "alive"
+                                         or self._lease_ran_out(occ, now_ms)))
+
+    def _lease_ran_out(self, occ: Occurrence, now_ms: int) -> bool:
+        """Whether ``occ``'s lease may have run out by ``now_ms`` though its holder lives: no
+        refresh extended it for a lease's length. On Redis leases run out in real time, so a
+        starved refresher (a loaded machine) loses a live holder's lease; the holder learns
+        it from its next refresh and its late outcome is rejected, as for a frozen one."""
+        return now_ms >= max(occ.claimed_at_ms, occ.refreshed_ms) + self.group.timing.lease
+
+    def _on_refreshed(self, event: Event) -> None:
+        occ = self.jobs[event.job].occ
+        # A refresh is recorded once it returns, maybe after the holder's finish (sent
+        # meanwhile) or a recovery: only a refresh of the lease still in flight counts.
+        if event.held and occ is not None and occ.fence == event.fence \
+                and occ.status == "running" and occ.holder == event.instance:
+            occ.refreshed_ms = max(occ.refreshed_ms, event.before_ms)
 
     def _claim(self, instance: str, claim: Any) -> None:
         name = claim.job_name
@@ -707,11 +736,14 @@ class Model:
             f"{what}: fence not above the previous one ({job.last_fence})")
         assert claim.claimed_at_ms >= claim.scheduled_ms, f"{what}: claimed before it was due"
         # No overlapping runs unless a crash, a stop or a lost store explains it.
+        occ = job.occ
         for (other, fence), (holder, generation) in self.live.items():
             if other == name and generation == job.generation:
-                assert self.status[holder] != "alive", (
-                    f"{what}: fence {fence} still runs on {holder}, which is alive")
-        occ = job.occ
+                assert self.status[holder] != "alive" or (
+                    occ is not None and occ.fence == fence
+                    and self._lease_ran_out(occ, claim.claimed_at_ms)), (
+                    f"{what}: fence {fence} still runs on {holder}, which is alive and "
+                    "holds its lease")
         if claim.kind in (OccurrenceKind.REGULAR, OccurrenceKind.MANUAL):
             assert occ is None, f"{what}: another occurrence is in flight: {occ}"
             assert claim.attempt == 1, f"{what}: a new occurrence starts at attempt 1"
@@ -740,7 +772,8 @@ class Model:
                     f"{what}: before its retry delay ({occ.retry_not_before_ms})")
             else:
                 assert claim.kind == OccurrenceKind.RECOVERY, what
-                assert self._orphaned(occ), f"{what}: its holder {occ.holder} is alive ({occ})"
+                assert self._orphaned(occ, claim.claimed_at_ms), (
+                    f"{what}: its holder {occ.holder} is alive and holds its lease ({occ})")
                 if occ.status == "running":
                     assert claim.claimed_at_ms >= occ.claimed_at_ms + self.group.timing.lease, (
                         f"{what}: before the lease of {occ} could run out")
@@ -749,6 +782,7 @@ class Model:
                     f"{what}: recovery {occ.recoveries} of at most {spec.max_recoveries}")
             occ.attempt, occ.fence, occ.holder = claim.attempt, claim.fence, instance
             occ.status, occ.claimed_at_ms = "running", claim.claimed_at_ms
+            occ.refreshed_ms = 0
         job.last_fence = job.generation_fence = claim.fence
         self.claimed[(name, claim.fence)] = (instance, claim)
 

@@ -10,11 +10,13 @@ happened and checks it:
 - each occurrence settles at most once; an outcome is accepted exactly when its attempt
   still holds the occurrence (a late or taken-over one is rejected);
 - fences strictly increase per job in claim order;
-- no two runs of a job overlap unless the earlier holder crashed or stopped, or the store
-  lost the job (wipe, removal);
-- a retry follows an accepted failure, after its delay; a recovery follows a crash or a
-  hand-back, after the lease could run out, at most ``max(1, max_retries)`` times, and only
-  then is the occurrence abandoned;
+- no two runs of a job overlap unless the earlier holder crashed or stopped, its lease
+  went a lease's length without a refresh (on Redis a loaded machine can starve a live
+  holder's refresher: leases run out in real time), or the store lost the job (wipe,
+  removal);
+- a retry follows an accepted failure, after its delay; a recovery follows a crash, a
+  hand-back or a lease that ran out, after the lease could run out, at most
+  ``max(1, max_retries)`` times, and only then is the occurrence abandoned;
 - nothing is claimed while paused or after its removal (a claim already made runs on), and
   a removal is not undone by a peer that has not heard of it yet;
 - nothing runs before its ``scheduled_at`` by the backend's clock, even from an instance
