@@ -1,0 +1,142 @@
+"""What one occurrence of a burst costs pyscheduler on the in-memory backend, and where.
+
+A burst of N one-time jobs due at one instant, on the default configuration (10 workers,
+``NoOpLogger``, ``NoOpMetrics``), handlers doing nothing, in this process: it reports the
+CPU time per occurrence (every thread), the lateness of the last start, and what the claims
+carried (backend claim calls and the occurrences each asked for: under the rule that an
+instance claims only for its free worker slots, a worker that finishes a run claims for its
+own slot). With ``--profile`` (needs ``yappi``) it also counts the Python calls per
+occurrence and lists the functions that cost the most, every thread included; profiling
+slows everything several times, so its CPU figure is not the plain one.
+
+``python -m benchmarks.burst_cost [--jobs 10000] [--workers 10] [--profile] [--top 25]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional, Sequence
+
+from pyscheduler import (
+    Job,
+    JobContext,
+    MemoryBackend,
+    NoOpLogger,
+    NoOpMetrics,
+    OnceSchedule,
+    Scheduler,
+    SchedulerConfig,
+)
+
+__all__ = ["BurstCost", "main", "measure"]
+
+#: how far ahead of registration the burst is due: enough to register and start.
+_LEAD_SECONDS = 1.5
+#: the longest a burst may take before the measurement gives up.
+_TIMEOUT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class BurstCost:
+    jobs: int
+    workers: int
+    cpu_s: float
+    last_start_ms: float
+    claim_calls: int
+    claimed_requests: int
+
+
+class _CountingBackend(MemoryBackend):
+    """A MemoryBackend that counts the claims it answers and what they asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claim_calls = 0
+        self.claimed_requests = 0
+
+    def claim(self, instance_id: str, requests: Sequence[Any], lease_ms: int,
+              peek: int) -> Any:
+        self.claim_calls += 1
+        self.claimed_requests += len(requests)
+        return super().claim(instance_id, requests, lease_ms, peek)
+
+
+def measure(jobs: int, workers: int, *, profile: bool = False) -> BurstCost:
+    backend = _CountingBackend()
+    scheduler = Scheduler(backend, logger=NoOpLogger(), metrics=NoOpMetrics(),
+                          config=SchedulerConfig(max_concurrent=workers))
+    starts: list[float] = []
+    done = threading.Event()
+
+    def handler(ctx: JobContext) -> None:
+        starts.append(time.time())
+        if len(starts) >= jobs:
+            done.set()
+
+    due = time.time() + _LEAD_SECONDS
+    at = datetime.fromtimestamp(due, timezone.utc)
+    for index in range(jobs):
+        scheduler.register(Job(f"job-{index}", OnceSchedule(at), handler))
+    scheduler.start()
+    stop_profile = _start_profile() if profile else None
+    cpu = time.process_time()
+    try:
+        if not done.wait(_LEAD_SECONDS + _TIMEOUT_SECONDS):
+            raise SystemExit(f"only {len(starts)} of {jobs} runs started")
+        cpu = time.process_time() - cpu
+    finally:
+        if stop_profile is not None:
+            stop_profile()
+        scheduler.stop(timeout=5)
+    return BurstCost(jobs, workers, cpu, (max(starts) - due) * 1000,
+                     backend.claim_calls, backend.claimed_requests)
+
+
+def _start_profile() -> Callable[[], None]:
+    try:
+        import yappi  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    except ImportError:
+        raise SystemExit("--profile needs yappi: pip install yappi") from None
+    yappi.set_clock_type("cpu")
+    yappi.start()
+    return yappi.stop  # type: ignore[no-any-return]
+
+
+def _print_profile(jobs: int, top: int) -> None:
+    import yappi  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+    stats = list(yappi.get_func_stats())
+    total = sum(stat.tsub for stat in stats) or 1.0
+    print(f"Python calls per occurrence: {sum(stat.ncall for stat in stats) / jobs:.1f}")
+    print(f"{'own time':>8}  {'calls/occ':>9}  function")
+    for stat in sorted(stats, key=lambda stat: -stat.tsub)[:top]:
+        where = f"{stat.module.rsplit('/', 1)[-1]}:{stat.lineno} {stat.name}"
+        print(f"{stat.tsub / total:8.1%}  {stat.ncall / jobs:9.2f}  {where}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.burst_cost",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--profile", action="store_true", help="profile with yappi")
+    parser.add_argument("--top", type=int, default=25, help="functions listed (--profile)")
+    args = parser.parse_args(argv)
+    cost = measure(args.jobs, args.workers, profile=args.profile)
+    calls = max(1, cost.claim_calls)
+    print(f"{cost.jobs:,} occurrences on {cost.workers} workers: "
+          f"{cost.cpu_s / cost.jobs * 1e6:.1f} us CPU each"
+          f"{' (profiled)' if args.profile else ''}, last start "
+          f"{cost.last_start_ms:.0f} ms after the due time; {cost.claim_calls:,} claim calls "
+          f"asking for {cost.claimed_requests / calls:.2f} occurrences each")
+    if args.profile:
+        _print_profile(cost.jobs, args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
