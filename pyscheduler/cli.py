@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .cli_operator import COMMANDS as OPERATOR_COMMANDS
+from .cli_operator import OPERATOR_CLIENT_OPTIONS
 from .foreground import StopSignals
 
 if TYPE_CHECKING:
@@ -460,7 +461,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
         return _USAGE
     try:
         control = Control.from_url(args.redis_url, key_prefix=args.key_prefix,
-                                   cluster=args.cluster)
+                                   cluster=args.cluster, **OPERATOR_CLIENT_OPTIONS)
     except ConfigError as exc:
         print(f"pyscheduler dashboard: error: {_one_line(str(exc))}", file=sys.stderr)
         return _USAGE

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["COMMANDS", "DEFAULT_REDIS_URL", "connection_options", "open_control"]
+__all__ = ["COMMANDS", "DEFAULT_REDIS_URL", "OPERATOR_CLIENT_OPTIONS", "connection_options",
+           "open_control"]
 
 _Item = TypeVar("_Item")
 
@@ -43,6 +44,11 @@ _OK, _FAILED, _USAGE = 0, 1, 2
 
 #: Where the commands look for the group when neither --redis-url nor the environment says.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+#: The client settings of the commands and the dashboard: a Redis that drops packets or
+#: stops answering is an error after this long, not a terminal that hangs. A URL's own
+#: ``?socket_connect_timeout=``/``?socket_timeout=`` wins.
+OPERATOR_CLIENT_OPTIONS: dict[str, float] = {"socket_connect_timeout": 5.0,
+                                             "socket_timeout": 30.0}
 _URL_VARIABLE, _PREFIX_VARIABLE = "PYSCHEDULER_REDIS_URL", "PYSCHEDULER_KEY_PREFIX"
 _CLUSTER_VARIABLE = "PYSCHEDULER_REDIS_CLUSTER"
 _DEFAULT_PREFIX = "pyscheduler"
@@ -70,7 +76,8 @@ def connection_options() -> argparse.ArgumentParser:
     group.add_argument("--redis-url", metavar="URL",
                        help=f"the group's Redis (default: ${_URL_VARIABLE}, else "
                        f"{DEFAULT_REDIS_URL}); redis://, rediss:// or unix://, with redis-py's "
-                       "query options such as ?socket_connect_timeout=5")
+                       "query options such as ?socket_connect_timeout=2 (default 5 s; "
+                       "socket_timeout 30 s)")
     group.add_argument("--key-prefix", metavar="PREFIX",
                        help=f"the group's key prefix (default: ${_PREFIX_VARIABLE}, else "
                        f"{_DEFAULT_PREFIX})")
@@ -97,7 +104,8 @@ def open_control(args: argparse.Namespace) -> Control:
     url = _given(args.redis_url, _URL_VARIABLE, DEFAULT_REDIS_URL)
     args.key_prefix = _given(args.key_prefix, _PREFIX_VARIABLE, _DEFAULT_PREFIX)
     cluster = args.cluster or os.environ.get(_CLUSTER_VARIABLE, "") == "1"
-    return Control.from_url(url, key_prefix=args.key_prefix, cluster=cluster)
+    return Control.from_url(url, key_prefix=args.key_prefix, cluster=cluster,
+                            **OPERATOR_CLIENT_OPTIONS)
 
 
 def _given(option: Optional[str], variable: str, default: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ._time import from_ms, iso
 from .backends.base import Backend, DueEntry, InstanceInfo, JobState, RunRecord
@@ -138,10 +138,12 @@ class Control:
 
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str = "pyscheduler",
-                 cluster: bool = False) -> Control:
+                 cluster: bool = False, **client_options: Any) -> Control:
         """A control over the group ``key_prefix`` on the Redis at ``url`` (``redis://``,
         ``rediss://``, ``unix://``; with ``cluster``, a node of a Redis Cluster), on a client
         of its own that :meth:`close` closes. The group's partitions are read from Redis.
+        ``client_options`` go to redis-py's client (``socket_connect_timeout=5``, say); the
+        URL's query options win over them.
 
         Nothing is sent until the first call, which raises
         :class:`~pyscheduler.BackendUnavailableError` if the server cannot be reached.
@@ -154,7 +156,7 @@ class Control:
             raise ConfigError("key_prefix", "must not be empty")
         try:
             backend = RedisBackend.from_url(url, key_prefix=key_prefix, cluster=cluster,
-                                            partitions=None)
+                                            partitions=None, **client_options)
         except ValueError as exc:  # redis-py's word on a malformed URL
             raise ConfigError("redis_url", str(exc)) from None
         control = cls(backend)

@@ -662,3 +662,45 @@ def test_a_reader_that_goes_away_is_no_traceback():
 def test_a_name_with_terminal_escapes_is_shown_escaped(group):
     line = one_error_line(group.run("show", "\x1b[2Jgone"), 1)
     assert "\x1b" not in line and "no job named '\\x1b[2Jgone'" in line
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts connections (the kernel completes them) and never answers."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_a_server_that_never_answers_is_an_error_once_the_urls_socket_timeout_passed(
+        silent_server):
+    # When a command is pointed at a server that accepts the connection and never replies,
+    # with a short socket timeout in the URL (the default, 30 s, is too long for a test)
+    result = pyscheduler("jobs", "--redis-url",
+                         f"redis://127.0.0.1:{silent_server}/0?socket_timeout=0.3")
+
+    # Then it gives up with one line, instead of hanging
+    line = one_error_line(result, 1)
+    assert line.startswith("pyscheduler jobs: error: cannot reach Redis at "), line
+    assert f"127.0.0.1:{silent_server}" in line
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("", {"socket_connect_timeout": 5.0, "socket_timeout": 30.0}),
+    ("?socket_connect_timeout=2&socket_timeout=10",
+     {"socket_connect_timeout": 2.0, "socket_timeout": 10.0}),
+])
+def test_the_commands_client_has_bounded_timeouts_which_the_url_overrides(query, expected):
+    from pyscheduler.cli_operator import connection_options, open_control
+
+    args = connection_options().parse_args(
+        ["--redis-url", f"redis://127.0.0.1:{free_port()}/0{query}"])
+    with open_control(args) as control:
+        kwargs = control.backend._client.connection_pool.connection_kwargs
+        assert {name: kwargs[name] for name in expected} == expected
