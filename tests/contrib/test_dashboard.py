@@ -414,3 +414,40 @@ def test_a_running_job_shows_the_instance_holding_it(group, client, schedulers):
     scheduler.run_pending()
     page = client.get("/").text
     assert "host-a:1" not in page and "run-succeeded" in page
+
+
+def test_a_backend_down_for_many_requests_is_logged_once_a_minute_and_its_return_once(caplog):
+    from pyscheduler.contrib.dashboard.app import OutageLog
+    from pyscheduler.errors import BackendUnavailableError
+
+    now = [0.0]
+    outage = OutageLog(interval=60.0, monotonic=lambda: now[0])
+    error = BackendUnavailableError("cannot reach Redis at redis://127.0.0.1:1/0")
+    caplog.set_level("WARNING", logger="pyscheduler.contrib.dashboard.app")
+
+    # While the backend is down, requests every 5 s for two minutes
+    for _ in range(25):
+        outage.failed(error)
+        now[0] += 5.0
+    # Then it answers again, twice
+    outage.answered()
+    outage.answered()
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "pyscheduler dashboard: the backend failed: cannot reach Redis at redis://127.0.0.1:1/0",
+        "pyscheduler dashboard: the backend still fails (12 requests since the last message): "
+        "cannot reach Redis at redis://127.0.0.1:1/0",
+        "pyscheduler dashboard: the backend still fails (12 requests since the last message): "
+        "cannot reach Redis at redis://127.0.0.1:1/0",
+        "pyscheduler dashboard: the backend answers again",
+    ]
+
+
+def test_a_dashboard_on_a_backend_that_is_down_logs_one_line_for_many_requests(caplog):
+    caplog.set_level("WARNING", logger="pyscheduler.contrib.dashboard.app")
+    with Control.from_url(f"redis://127.0.0.1:{closed_port()}/0") as control:
+        client = local(Dashboard(control))
+        statuses = [client.get("/").status_code for _ in range(5)]
+    assert statuses == [503] * 5
+    assert len(caplog.records) == 1, [record.getMessage() for record in caplog.records]

@@ -29,6 +29,8 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import threading
+import time
 from typing import Callable, Iterable, Optional
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +42,49 @@ from .pages import Links
 __all__ = ["Authorize", "Dashboard", "from_loopback"]
 
 _log = logging.getLogger(__name__)
+
+#: While the backend stays down, its failure is logged once per this many seconds.
+OUTAGE_LOG_INTERVAL = 60.0
+
+
+class OutageLog:
+    """Logs that the backend failed, once per :data:`OUTAGE_LOG_INTERVAL` while it stays
+    down (every request gets its 503 page; a page polled every few seconds must not fill
+    the log), and once that it answers again.
+
+    :param monotonic: the clock of the interval (seconds).
+    """
+
+    def __init__(self, interval: float = OUTAGE_LOG_INTERVAL,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._logged_at: Optional[float] = None  # while down: when it was last logged
+        self._failures = 0  # since then
+
+    def failed(self, error: BackendError) -> None:
+        now = self._monotonic()
+        with self._lock:
+            self._failures += 1
+            if self._logged_at is not None and now - self._logged_at < self._interval:
+                return
+            first, self._logged_at = self._logged_at is None, now
+            failures, self._failures = self._failures, 0
+        if first:
+            _log.warning("pyscheduler dashboard: the backend failed: %s", error)
+        else:
+            _log.warning("pyscheduler dashboard: the backend still fails (%d requests "
+                         "since the last message): %s", failures, error)
+
+    def answered(self) -> None:
+        if self._logged_at is None:  # the common case, without the lock
+            return
+        with self._lock:
+            if self._logged_at is None:
+                return
+            self._logged_at, self._failures = None, 0
+        _log.warning("pyscheduler dashboard: the backend answers again")
 
 StartResponse = Callable[..., object]
 Environ = dict[str, object]
@@ -108,6 +153,7 @@ class Dashboard:
         secret = csrf_secret if csrf_secret is not None else secrets.token_hex(32)
         self._token = hmac.new(secret.encode(), b"pyscheduler-dashboard-csrf",
                                "sha256").hexdigest()
+        self._outage = OutageLog()
 
     def __repr__(self) -> str:
         return f"Dashboard({self.control!r}, read_only={self.read_only})"
@@ -119,6 +165,7 @@ class Dashboard:
             if self.authorize is not None and not self.authorize(environ):
                 raise _HTTPError("403 Forbidden", "you are not allowed to use this dashboard")
             status, headers, body = self._respond(environ, links)
+            self._outage.answered()
         except _HTTPError as exc:
             status, headers = exc.status, exc.headers
             body = pages.error_page(links, exc.status.split(" ", 1)[1], exc.line).encode()
@@ -128,7 +175,7 @@ class Dashboard:
         except BackendError as exc:
             # One line, never a traceback: the operator needs to know the backend is down,
             # not where in the dashboard that was noticed.
-            _log.warning("pyscheduler dashboard: the backend failed: %s", exc)
+            self._outage.failed(exc)
             status, headers = "503 Service Unavailable", [("Retry-After", "5")]
             body = pages.error_page(links, "Backend unavailable",
                                     f"The scheduler's backend cannot be used: {exc}").encode()
