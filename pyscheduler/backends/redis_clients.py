@@ -19,6 +19,20 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ..errors import BackendUnavailableError
 
+__all__ = [
+    "Client",
+    "POOL_BOUND_KWARGS",
+    "REFRESH_TIMEOUT",
+    "address_of",
+    "bounded_sentinel",
+    "close_refresh_client",
+    "cluster_client",
+    "host_port",
+    "refresh_client_for",
+    "refresh_cluster_client_for",
+    "servers_of",
+]
+
 #: A client of one Redis server (or of the master Sentinel names), or of a Redis Cluster.
 Client = Union["redis.Redis", RedisCluster]
 

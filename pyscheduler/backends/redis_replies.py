@@ -15,6 +15,24 @@ from ..errors import BackendError, CorruptStateError
 from .base import Claim, DueEntry, InstanceInfo, JobState, Outcome, run_outcome
 from .redis_history import json_record
 
+__all__ = [
+    "STATE_FIELDS",
+    "ScriptArg",
+    "flag",
+    "instance_record",
+    "json_arg",
+    "optional_arg",
+    "optional_int",
+    "outcome_rows",
+    "parse_claim",
+    "parse_due_entry",
+    "parse_instance",
+    "parse_reply",
+    "parse_state",
+    "reply_text",
+    "utf8",
+]
+
 _T = TypeVar("_T")
 #: A script argument.
 ScriptArg = Union[str, int]

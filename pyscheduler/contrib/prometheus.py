@@ -5,7 +5,8 @@ Two collectors, for two questions:
 - :class:`PrometheusMetrics` is a :class:`~pyscheduler.MetricsCollector`: counters of the
   attempts this process started, and how they ended, histograms of their durations and start
   lags, a gauge of those running. Each process counts its own, as Prometheus expects from
-  every process it scrapes.
+  every process it scrapes; in ``prometheus_client``'s multiprocess mode (one ``/metrics``
+  for the workers of a gunicorn or uWSGI server) the workers' figures add up.
 - :class:`GroupCollector` reads the group's state from the backend at each scrape: per job,
   the last success, the next run, consecutive failures, paused, running; the live instances.
   One exporter anywhere (a sidecar, one web process) is enough to alert on a job that stopped
@@ -102,8 +103,11 @@ class PrometheusMetrics(NoOpMetrics):
         self._lag = Histogram(
             "start_lag_seconds", "How late first attempts started after their scheduled time.",
             ("job",), namespace=namespace, registry=registry, buckets=lag_buckets)
+        # In prometheus_client's multiprocess mode (gunicorn workers), the live workers'
+        # gauges add up; the counters and histograms add up by themselves.
         self._running = Gauge("attempts_running", "Handlers running now.", ("job",),
-                              namespace=namespace, registry=registry)
+                              namespace=namespace, registry=registry,
+                              multiprocess_mode="livesum")
 
     def job_started(self, name: str) -> None:
         self._started.labels(name).inc()

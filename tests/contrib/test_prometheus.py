@@ -8,6 +8,7 @@ would see it.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -420,3 +421,64 @@ def test_prometheus_metrics_is_a_metrics_collector_with_both_optional_hooks():
 
     hooks = SafeHooks(StandardLogger(), PrometheusMetrics(CollectorRegistry()))
     assert hooks.has_metric("attempt_started") and hooks.has_metric("attempt_ended")
+
+
+CHILD = textwrap.dedent("""
+    import sys, threading
+    from pyscheduler import IntervalSchedule, Job, Scheduler
+    from pyscheduler.contrib.prometheus import PrometheusMetrics
+
+    job, runs, block = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "block"
+    enough, release = threading.Event(), threading.Event()
+    count = [0]
+
+    def handler():
+        count[0] += 1
+        if count[0] == runs:
+            enough.set()
+            if block:  # stay running until the test closes stdin
+                print("blocked", flush=True)
+                release.wait(60)
+
+    scheduler = Scheduler(metrics=PrometheusMetrics())  # the default REGISTRY
+    scheduler.register(Job(job, IntervalSchedule(0.01), handler))
+    scheduler.start()
+    assert enough.wait(60)
+    if block:
+        sys.stdin.read()
+        release.set()
+    scheduler.stop(timeout=10)
+    print("started", count[0], flush=True)
+""")
+
+
+def test_in_multiprocess_mode_the_workers_figures_add_up(tmp_path):
+    from prometheus_client import multiprocess
+
+    # Given two worker processes in prometheus_client's multiprocess mode: one ran "a" and
+    # exited, the other ran "b" and is still running its last handler
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", CHILD, "a", "3", "exit"], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    ran_a = int(done.stdout.split()[-1])
+    blocked = subprocess.Popen([sys.executable, "-c", CHILD, "b", "2", "block"], env=env,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert blocked.stdout is not None and blocked.stdout.readline() == "blocked\n"
+
+        # When one registry collects the directory, as a /metrics view would
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+
+        # Then the counters hold every worker's attempts, and the running gauge the live
+        # worker's handler once (no per-process series)
+        assert value(registry, "pyscheduler_attempts_started_total", job="a") == ran_a
+        assert value(registry, "pyscheduler_attempts_started_total", job="b") == 2
+        assert value(registry, "pyscheduler_attempts_running", job="b") == 1
+        running = [sample for family in text_string_to_metric_families(
+            generate_latest(registry).decode()) for sample in family.samples
+            if sample.name == "pyscheduler_attempts_running"]
+        assert all("pid" not in sample.labels for sample in running), running
+    finally:
+        out, _ = blocked.communicate("", timeout=120)
+    assert blocked.returncode == 0 and int(out.split()[-1]) >= 2
