@@ -237,3 +237,34 @@ def test_an_unreachable_cluster_is_a_backend_error():
     with pytest.raises(BackendUnavailableError, match="cannot reach the Redis Cluster") as error:
         RedisBackend.from_url(f"redis://:secret@127.0.0.1:{free_port()}/0", cluster=True)
     assert "secret" not in str(error.value)
+
+
+@pytest.mark.redis
+def test_the_group_history_of_partitions_is_in_the_order_the_runs_finished(redis_cluster):
+    from pyscheduler.backends.base import ClaimRequest, JobDefinition, Lease, Outcome
+
+    # Given a group of 3 partitions and one job in each, whose runs take no time at all
+    backend = RedisBackend.from_url(redis_cluster.url, "hist", cluster=True, partitions=3)
+    backend.open()
+    names: dict[int, str] = {}
+    for index in range(100):
+        names.setdefault(partition_index(f"job-{index}", 3), f"job-{index}")
+    backend.register([JobDefinition(name, None) for name in names.values()])
+
+    # When they run in turn, many within one millisecond, each finish its own call
+    finished = []
+    for turn in range(24):
+        name = names[turn % 3]
+        backend.run_now(name)
+        (state,) = backend.get_states([name])
+        request = ClaimRequest(name, f"owner-{turn}", state.due_ms, state.next_run_ms,
+                               None, None)
+        (claim,) = backend.claim("instance", [request], 60_000, 0).claims
+        backend.finish([Outcome(Lease(name, claim.owner, claim.fence), True, duration=0.0,
+                                history_limit=50)])
+        finished.append(claim.owner)
+
+    # Then the group's history lists them newest first, across the partitions
+    assert [record.owner for record in backend.history(None, 50)] == finished[::-1]
+    assert [record.owner for record in backend.history(None, 5)] == finished[:-6:-1]
+    backend.close()

@@ -57,10 +57,13 @@ empty and is replaced by the next record pushed there.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 from functools import cache, partial
 from importlib import resources
+from itertools import islice
+from operator import itemgetter
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union, cast
 
 import redis
@@ -99,7 +102,7 @@ from .redis_clients import (
     refresh_client_for,
     servers_of,
 )
-from .redis_history import parse_run
+from .redis_history import parse_dated_run
 from .redis_partitions import (
     PartitionKeys,
     check_partitions,
@@ -619,17 +622,21 @@ class RedisBackend(Backend):
         if name is not None:
             part = self._part(name)
             return self._history(part.history_prefix + name, limit)
-        records = [record for part in self._parts
-                   for record in self._history(part.history, limit)]
-        if len(self._parts) > 1:
-            # Each partition keeps its newest GROUP_HISTORY_LIMIT, newest first: the group's
-            # newest are among them.
-            records.sort(key=lambda record: record.started_ms + record.duration * 1000,
-                         reverse=True)
-            limit = min(limit, GROUP_HISTORY_LIMIT)
-        return records[:limit]
+        if len(self._parts) == 1:
+            return self._history(self._first.history, limit)
+        # Each partition keeps its newest GROUP_HISTORY_LIMIT, newest first: the group's
+        # newest are among them, merged by when each was written (a partition's own order
+        # decides between records of one instant).
+        lists = [self._dated_history(part.history, limit) for part in self._parts]
+        merged = heapq.merge(*lists, key=itemgetter(0), reverse=True)
+        return [record for _, record in islice(merged, min(limit, GROUP_HISTORY_LIMIT))]
 
     def _history(self, key: str, limit: int) -> list[RunRecord]:
+        return [record for _, record in self._dated_history(key, limit)]
+
+    def _dated_history(self, key: str, limit: int) -> list[tuple[int, RunRecord]]:
+        """The records of the list at ``key``, newest first, each with when it was written
+        (see :func:`.redis_history.parse_dated_run`)."""
         try:
             raws = cast("list[Any]", self._client.lrange(key, 0, limit - 1))
         except ResponseError as exc:  # WRONGTYPE: not ours; the next record replaces it
@@ -638,10 +645,11 @@ class RedisBackend(Backend):
             return []
         except RedisError as exc:
             raise self._translate(exc) from exc
-        records, skipped = [], []
+        records: list[tuple[int, RunRecord]] = []
+        skipped: list[str] = []
         for raw in raws:
             try:
-                records.append(parse_run(raw))
+                records.append(parse_dated_run(raw))
             except CorruptStateError as exc:
                 skipped.append(str(exc))
         if skipped:

@@ -17,7 +17,7 @@ import re
 from ..errors import CorruptStateError
 from .base import HISTORY_ERROR_BYTES, OccurrenceKind, RunOutcome, RunRecord
 
-__all__ = ["json_record", "parse_run"]
+__all__ = ["json_record", "parse_run", "parse_dated_run"]
 
 _INTEGER = re.compile(r"-?[0-9]{1,17}")
 #: The latest instant a ``datetime`` holds (9999-12-31), in epoch ms: later ones are not ours.
@@ -29,6 +29,16 @@ _OUTCOMES = frozenset({RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.TIMED
 
 def parse_run(raw: object) -> RunRecord:
     """A :class:`RunRecord` from a stored record.
+
+    :raises CorruptStateError: the record is not a JSON object of our form.
+    """
+    return parse_dated_run(raw)[1]
+
+
+def parse_dated_run(raw: object) -> tuple[int, RunRecord]:
+    """:func:`parse_run`, with when the record was written (µs, on the clock of the server
+    that holds it): what a partitioned group's history is merged by. Records written before
+    that date was kept count as written when their handler returned.
 
     :raises CorruptStateError: the record is not a JSON object of our form.
     """
@@ -47,12 +57,17 @@ def parse_run(raw: object) -> RunRecord:
         duration = float(text["duration"])
         if not math.isfinite(duration) or duration < 0:
             raise ValueError("field duration is not a finite, non-negative number")
-        return RunRecord(
+        record = RunRecord(
             job=text["job"], scheduled_ms=_integer(values, "scheduled", 0, _MAX_MS),
             attempt=_integer(values, "attempt", 1, _MAX_MS), kind=text["kind"],
             owner=text["owner"], fence=_integer(values, "fence", 0, 2 ** 53),
             started_ms=_integer(values, "started", 0, _MAX_MS), duration=duration,
             outcome=text["outcome"], error=text["error"])
+        if "recorded" in values:
+            recorded = _integer(values, "recorded", 0, _MAX_MS * 1000)
+        else:
+            recorded = record.started_ms * 1000 + int(duration * 1_000_000)
+        return recorded, record
     except (ValueError, TypeError, RecursionError) as exc:
         raise CorruptStateError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -654,6 +654,8 @@ def test_history_records_are_plain_json_text_under_hash_tagged_keys(backend, red
     assert all(isinstance(value, str) for value in record.values())
     assert (record["outcome"], record["error"], record["duration"]) == ("failed", "bad <b>",
                                                                         "0.25")
+    # when it was written, by the server's clock in µs: what partitions' lists merge by
+    assert int(record["recorded"]) >= int(record["started"]) * 1000
 
 
 def test_the_job_list_is_trimmed_in_the_same_call(backend, client):
@@ -683,6 +685,8 @@ GARBAGE = {
     "a negative duration": _broken(duration="-1"),
     "an error past its bound": _broken(error="x" * 2_001),
     "an empty job name": _broken(job=""),
+    "a recorded time not an integer": _broken(recorded="yesterday"),
+    "a recorded time as a number": _broken(recorded=1700000000001000),
     "deep nesting": "[" * 100_000,
 }
 

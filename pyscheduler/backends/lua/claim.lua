@@ -101,7 +101,7 @@ local rows = cjson.decode(ARGV[5])
 local finished = {}
 if ARGV[6] then
   -- First, so that what they change (a retry due at once, a job settled) is what is claimed.
-  finished = finish_outcomes(cjson.decode(ARGV[6]), #rows, now_ms, history_args(7))
+  finished = finish_outcomes(cjson.decode(ARGV[6]), #rows, now_ms, history_args(7, now_us))
 end
 
 local requested, distinct = {}, 0

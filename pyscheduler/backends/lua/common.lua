@@ -299,14 +299,16 @@ end
 -- The run-history arguments of finish and claim, from ARGV[first] on: the key prefix of the
 -- per-job lists ('{pfx}:history:', + the job's name), the group's list, its bound, and the
 -- bound of an error text in bytes. The keys are derived, not passed: they carry the group's
--- hash tag, so they live in the job keys' Cluster slot.
-local function history_args(first)
+-- hash tag, so they live in the job keys' Cluster slot. now_us is the script's clock, which
+-- dates the records (a partitioned group's history merges its partitions' lists by it).
+local function history_args(first, now_us)
   return {prefix = ARGV[first], group = ARGV[first + 1],
-          group_limit = tonumber(ARGV[first + 2]), error_bytes = tonumber(ARGV[first + 3])}
+          group_limit = tonumber(ARGV[first + 2]), error_bytes = tonumber(ARGV[first + 3]),
+          now_us = now_us}
 end
 
 -- Record a finished attempt in the run history, if its outcome row asks for it: one JSON
--- object of text values (RedisBackend's _parse_run reads it back), pushed on the job's list
+-- object of text values (parse_run in redis_history.py reads it back), pushed on the job's list
 -- and the group's, each trimmed to its bound.
 local function record_run(job, o, history)
   local limit = tonumber(o[10])
@@ -314,7 +316,8 @@ local function record_run(job, o, history)
   local record = cjson.encode({
     v = 1, job = job.name, scheduled = fmt(job.scheduled), attempt = fmt(job.attempt),
     kind = job.kind, owner = job.owner, fence = fmt(job.fence), started = fmt(job.claimed_at),
-    duration = o[6], outcome = o[9], error = cut_utf8(o[5], history.error_bytes)})
+    duration = o[6], outcome = o[9], error = cut_utf8(o[5], history.error_bytes),
+    recorded = fmt(history.now_us)})
   push_bounded(history.prefix .. job.name, record, limit)
   push_bounded(history.group, record, history.group_limit)
 end

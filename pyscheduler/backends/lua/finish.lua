@@ -4,4 +4,5 @@
 --       run-history arguments (see history_args in common.lua)
 -- Returns {states, corrupt}: states[i] is the job's new state (stored_reply, without its
 -- description), or 0 if the outcome is stale (then nothing was written).
-return {finish_outcomes(cjson.decode(ARGV[1]), 0, server_now(), history_args(2)), corrupt}
+local now_ms, now_us = server_now()
+return {finish_outcomes(cjson.decode(ARGV[1]), 0, now_ms, history_args(2, now_us)), corrupt}
