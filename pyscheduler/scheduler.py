@@ -119,8 +119,8 @@ class Scheduler:
         self._stopping = False
         self._tick_thread: Optional[threading.Thread] = None
         self._presence = Presence(backend, self.lock, self.executor, self._hooks,
-                                  on_live=self._claimer.members_heard,
-                                  jobs_digest=self._claimer.jobs_digest)
+                                  on_live=self._claimer.owners.members_heard,
+                                  jobs_digest=self._claimer.owners.jobs_digest)
         self._new_identity()
 
     def _new_identity(self) -> None:
