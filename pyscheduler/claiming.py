@@ -50,7 +50,6 @@ from .backends.base import (
     ClaimBatch,
     ClaimRequest,
     DueEntry,
-    JobDefinition,
     JobState,
     OccurrenceStatus,
 )
@@ -59,28 +58,16 @@ from .config import SchedulerConfig
 from .context import JobContext
 from .due_index import DueIndex, IndexEntry
 from .executor import DefaultJobExecutor, Run
-from .job import Job
 from .lock import DistributedLock
+from .management import job_definition
 from .observability import SafeHooks
 from .outcomes import OutcomeQueue, decide_outcome
 from .ownership import Owners
-from .schedules import OnceSchedule, latest_due_ms
+from .schedules import latest_due_ms
 
-__all__ = ["Claimer", "job_definition"]
+__all__ = ["Claimer"]
 
 _NO_OWNERS: frozenset[str] = frozenset()  # of re-sent requests, when none is
-
-
-def job_definition(job: Job, now: datetime) -> JobDefinition:
-    """What registering ``job`` at ``now`` stores: its first regular occurrence after now
-    (a one-time job's run time even if past: it still runs once), description and version."""
-    if isinstance(job.schedule, OnceSchedule):
-        first: Optional[datetime] = job.schedule.run_at
-    else:
-        first = job.schedule.next_after(now)
-    return JobDefinition(job.name, None if first is None else to_ms(first),
-                         job.stored_description(), start_paused=not job.enabled,
-                         version=job.definition_version)
 
 
 class Claimer:
