@@ -17,13 +17,15 @@ batch of due occurrences. Who claims, and when:
   looks again before it lets go, counting the slots freed meanwhile.
 - **Who asks first.** Each job has an owner among the live instances (:mod:`~pyscheduler.
   ownership`, learnt from the heartbeat): only the owner indexes its due times, so an
-  occurrence costs one claim whatever the size of the group. The others keep it parked.
+  occurrence costs one claim whatever the size of the group. The others keep it parked; the
+  tick follows a change of owners first thing in its pass (:class:`~pyscheduler.ownership.
+  Owners`).
 - **What nobody here knew.** A claim with slots to spare also *peeks*: the backend reports
   other due work (retries and ``run_now`` requests made elsewhere, orphans to recover). What
   this instance owns, or what is ``takeover_delay`` overdue (its owner crashed, is busy or
-  lacks the job), enters the index and is claimed next; the rest is left to its owner. At
-  least one call per ``tick_interval`` peeks, and per ``takeover_delay`` when the group has
-  other live instances.
+  lacks the job), enters the index and is claimed next (``Owners.may_take``); the rest is
+  left to its owner. At least one call per ``tick_interval`` peeks, and per
+  ``takeover_delay`` when the group has other live instances.
 
 Every answer reconciles the index: a claimed occurrence starts (:meth:`Claimer._start_claim`),
 a refusal tells the job's current due time, a job the backend lost is re-created from this
@@ -39,7 +41,6 @@ import itertools
 import math
 import threading
 import traceback
-from dataclasses import replace
 from datetime import datetime
 from typing import Optional
 
@@ -59,7 +60,7 @@ from .context import JobContext
 from .due_index import DueIndex, IndexEntry
 from .executor import DefaultJobExecutor, Run
 from .lock import DistributedLock
-from .management import job_definition
+from .management import rebuilt_definition
 from .observability import SafeHooks
 from .outcomes import OutcomeQueue, decide_outcome
 from .ownership import Owners
@@ -502,17 +503,8 @@ class Claimer:
     def rebuild(self, entries: list[IndexEntry]) -> None:
         """Re-create jobs the backend lost (data loss, corrupt state), continuing from what
         this instance last saw so that an occurrence it already ran does not run again."""
-        definitions = []
         now = self.backend_now()
-        for entry in entries:
-            definition = job_definition(entry.job, now)
-            first = definition.first_run_ms
-            if first is not None:
-                # Never earlier than the next occurrence this instance knew of: it may have
-                # run everything before it (and with none left, a one-time job that ran
-                # stays done). Missed occurrences are not replayed (R15).
-                first = None if entry.next_run_ms is None else max(first, entry.next_run_ms)
-            definitions.append(replace(definition, first_run_ms=first))
+        definitions = [rebuilt_definition(entry, now) for entry in entries]
         self._hooks.log("warning", "backend lost jobs; re-creating them",
                         jobs=[d.name for d in definitions])
         for entry, state in zip(entries, self.backend.register(definitions)):

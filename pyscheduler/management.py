@@ -14,6 +14,7 @@ before calling in here), nor the claim path.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
@@ -24,7 +25,7 @@ from .errors import JobNotFoundError
 from .job import Job
 from .schedules import OnceSchedule
 
-__all__ = ["Management", "job_definition"]
+__all__ = ["Management", "job_definition", "rebuilt_definition"]
 
 if TYPE_CHECKING:
     from .claiming import Claimer
@@ -40,6 +41,19 @@ def job_definition(job: Job, now: datetime) -> JobDefinition:
     return JobDefinition(job.name, None if first is None else to_ms(first),
                          job.stored_description(), start_paused=not job.enabled,
                          version=job.definition_version)
+
+
+def rebuilt_definition(entry: IndexEntry, now: datetime) -> JobDefinition:
+    """What re-creating a job the backend lost (data loss, corrupt state) stores at ``now``:
+    its definition, continuing from what this instance last saw of it."""
+    definition = job_definition(entry.job, now)
+    first = definition.first_run_ms
+    if first is not None:
+        # Never earlier than the next occurrence this instance knew of: it may have run
+        # everything before it (and with none left, a one-time job that ran stays done).
+        # Missed occurrences are not replayed (R15).
+        first = None if entry.next_run_ms is None else max(first, entry.next_run_ms)
+    return replace(definition, first_run_ms=first)
 
 
 class Management:
