@@ -247,11 +247,13 @@ class ForkGuard:
     becomes a stopped scheduler, and says so; calls that need a live scheduler raise.
 
     :param hooks: the scheduler's, to say so.
-    :param disarm: makes the copy a stopped scheduler; called once, in the child.
+    :param disarm: a method of the scheduler that makes the copy a stopped scheduler; called
+        once, in the child.
     """
 
     def __init__(self, hooks: SafeHooks, disarm: Callable[[], None]) -> None:
-        self._hooks, self._disarm = hooks, disarm
+        # Held weakly, as _STARTED holds the guard: a scheduler dropped is freed at once.
+        self._hooks, self._disarm = hooks, weakref.WeakMethod(disarm)
         #: the process that built the scheduler
         self.created_pid = os.getpid()
         #: the process that started the scheduler (``None`` before its start)
@@ -293,7 +295,9 @@ class ForkGuard:
         if self.forked:
             return
         self.forked = True
-        self._disarm()
+        disarm = self._disarm()
+        if disarm is not None:
+            disarm()
         self._hooks.log("warning", self.message("pyscheduler"), pid=os.getpid(),
                         parent=self.started_pid)  # (the hooks name the instance)
 
