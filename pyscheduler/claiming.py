@@ -17,13 +17,15 @@ batch of due occurrences. Who claims, and when:
   looks again before it lets go, counting the slots freed meanwhile.
 - **Who asks first.** Each job has an owner among the live instances (:mod:`~pyscheduler.
   ownership`, learnt from the heartbeat): only the owner indexes its due times, so an
-  occurrence costs one claim whatever the size of the group. The others keep it parked.
+  occurrence costs one claim whatever the size of the group. The others keep it parked; the
+  tick follows a change of owners first thing in its pass (:class:`~pyscheduler.ownership.
+  Owners`).
 - **What nobody here knew.** A claim with slots to spare also *peeks*: the backend reports
   other due work (retries and ``run_now`` requests made elsewhere, orphans to recover). What
   this instance owns, or what is ``takeover_delay`` overdue (its owner crashed, is busy or
-  lacks the job), enters the index and is claimed next; the rest is left to its owner. At
-  least one call per ``tick_interval`` peeks, and per ``takeover_delay`` when the group has
-  other live instances.
+  lacks the job), enters the index and is claimed next (``Owners.may_take``); the rest is
+  left to its owner. At least one call per ``tick_interval`` peeks, and per
+  ``takeover_delay`` when the group has other live instances.
 
 Every answer reconciles the index: a claimed occurrence starts (:meth:`Claimer._start_claim`),
 a refusal tells the job's current due time, a job the backend lost is re-created from this
@@ -39,7 +41,6 @@ import itertools
 import math
 import threading
 import traceback
-from dataclasses import replace
 from datetime import datetime
 from typing import Optional
 
@@ -50,8 +51,6 @@ from .backends.base import (
     ClaimBatch,
     ClaimRequest,
     DueEntry,
-    InstanceInfo,
-    JobDefinition,
     JobState,
     OccurrenceStatus,
 )
@@ -60,26 +59,16 @@ from .config import SchedulerConfig
 from .context import JobContext
 from .due_index import DueIndex, IndexEntry
 from .executor import DefaultJobExecutor, Run
-from .job import Job
 from .lock import DistributedLock
+from .management import rebuilt_definition
 from .observability import SafeHooks
 from .outcomes import OutcomeQueue, decide_outcome
-from .ownership import Ownership, jobs_digest
-from .schedules import OnceSchedule, latest_due_ms
+from .ownership import Owners
+from .schedules import latest_due_ms
 
-__all__ = ["Claimer", "job_definition"]
+__all__ = ["Claimer"]
 
-
-def job_definition(job: Job, now: datetime) -> JobDefinition:
-    """What registering ``job`` at ``now`` stores: its first regular occurrence after now
-    (a one-time job's run time even if past: it still runs once), description and version."""
-    if isinstance(job.schedule, OnceSchedule):
-        first: Optional[datetime] = job.schedule.run_at
-    else:
-        first = job.schedule.next_after(now)
-    return JobDefinition(job.name, None if first is None else to_ms(first),
-                         job.stored_description(), start_paused=not job.enabled,
-                         version=job.definition_version)
+_NO_OWNERS: frozenset[str] = frozenset()  # of re-sent requests, when none is
 
 
 class Claimer:
@@ -109,29 +98,15 @@ class Claimer:
         self._unanswered_sent = math.inf
         self.outcomes = OutcomeQueue(self.lock.finish, self._after_finish)
         self.failures = 0  # consecutive failed ticks
-        self.ownership = Ownership()
-        #: the live instances (id, last heartbeat ms) from the last heartbeat, and whether
-        #: the tick has yet to follow them (or a suspicion changed what they mean)
-        self._heard: list[tuple[str, int]] = []
-        self._heard_new = False
-        #: owners that let an occurrence go takeover_delay overdue, and when (backend ms):
-        #: their jobs are claimed elsewhere until they heartbeat again
-        self._suspected: dict[str, int] = {}
-        #: jobs asked for here whoever owns them (run_now, resume, a retry of a run here...)
-        #: until the backend's answer; ownership changes leave them armed meanwhile
-        self._pinned: set[str] = set()
-        #: the owner of each job taken over and its due time then, until the claim's answer
-        self._taking_over: dict[str, tuple[str, int]] = {}
-        self._members_epoch = -1  # as the last claim answer told it
-        self._removals_epoch = -1  # as the last claim answer told it, once followed
-        self._removals_heard = -1  # as the last claim answer told it
-        self._digest: tuple[int, str] = (-1, "")  # (the index's generation, its digest)
+        self.owners = Owners(index, backend, config.takeover_seconds, hooks, self.wake)
+        # The owners' hashing and pinned jobs, read on every answer without a call.
+        self.ownership, self._pinned = self.owners.ownership, self.owners.pinned
 
     def set_identity(self, instance_id: str, owner_prefix: str) -> None:
         """Owner tokens are ``<owner_prefix><n>``: unique per claim, and per start."""
         self.instance_id, self._owner_prefix = instance_id, owner_prefix
         self._claim_numbers = itertools.count(1)
-        self.ownership.reset(instance_id)
+        self.owners.reset(instance_id)
 
     def wait_for_claims(self) -> None:
         """Return once no claim is under way (its runs are then submitted)."""
@@ -144,8 +119,13 @@ class Claimer:
         """One pass of the tick: follow a change of the live instances, settle timed-out runs,
         record waiting results, claim for the free slots. :returns: seconds until the next
         pass is needed."""
-        self._follow_members()
-        self._follow_removals()
+        for entry, state in self.owners.follow_members():
+            self.apply_state(entry, state)
+        stale = self.owners.follow_removals()
+        if stale:  # asked at once: each answer says removed (dropped) or lost (re-created)
+            now_ms = self._backend_now_ms()
+            for entry in stale:
+                self._set_due(entry, now_ms, entry.next_run_ms, armed=True)
         for run in self.executor.expire_overdue(self.clock.monotonic()):
             self._settle_timeout(run)
         self.outcomes.flush()
@@ -233,8 +213,13 @@ class Claimer:
 
     def _claim_and_start(self, free: int) -> None:
         now_ms = self._backend_now_ms()
-        resent, resent_sent = self._take_unanswered(free)
-        requests = resent + self._due_requests(now_ms, free - len(resent))
+        resent_owners, resent_sent = _NO_OWNERS, math.inf
+        if self._unanswered:  # the last claim call failed: its requests go first, as they were
+            resent, resent_sent = self._take_unanswered(free)
+            resent_owners = frozenset(request.owner for request in resent)
+            requests = resent + self._due_requests(now_ms, free - len(resent))
+        else:
+            requests = self._due_requests(now_ms, free)
         now = self.clock.monotonic()
         if not requests and now - self._last_poll < self._poll_seconds():
             return  # nothing due here, and the backend was asked recently
@@ -252,15 +237,12 @@ class Claimer:
             raise
         self.outcomes.sent(outcomes, states)
         self._offset_ms = batch.now_ms - int(self.clock.time() * 1000)
-        if batch.members_epoch != self._members_epoch:
-            # An instance joined or left: the heartbeat's answer says who is live now.
-            self._members_epoch = batch.members_epoch
-            self.lock.heartbeat_soon()
-        if batch.removals_epoch != self._removals_epoch:
-            self._removals_heard = batch.removals_epoch  # the tick follows it next pass
-            self.wake.set()
-        self._apply_batch(batch, sent, frozenset(request.owner for request in resent),
-                          resent_sent)
+        owners = self.owners
+        if batch.members_epoch != owners.members_epoch or \
+                batch.removals_epoch != owners.removals_epoch:
+            if owners.heard_epochs(batch.members_epoch, batch.removals_epoch):
+                self.lock.heartbeat_soon()  # an instance joined or left: its answer says who
+        self._apply_batch(batch, sent, resent_owners, resent_sent)
 
     def _take_unanswered(self, free: int) -> tuple[list[ClaimRequest], float]:
         """The requests of a claim call that failed, to be sent again as they were: if the
@@ -311,23 +293,27 @@ class Claimer:
         )
 
     def _apply_batch(self, batch: ClaimBatch, sent: float,
-                     resent: frozenset[str] = frozenset(), resent_sent: float = 0.0) -> None:
+                     resent: frozenset[str], resent_sent: float) -> None:
+        taking_over = self.owners.taking_over
         for claim in batch.claims:
-            taken = self._taking_over.pop(claim.job_name, None)
-            if taken is not None:
-                self._suspect(claim, *taken, batch.now_ms)
+            if taking_over:
+                taken = taking_over.pop(claim.job_name, None)
+                if taken is not None:
+                    self.owners.suspect(claim, *taken, batch.now_ms)
             self._start_claim(claim, resent_sent if claim.owner in resent else sent)
         if batch.refused or batch.due:
             claimed = {claim.job_name for claim in batch.claims}
             for due in batch.refused:
-                self._taking_over.pop(due.name, None)  # someone else was quicker
+                if taking_over:
+                    taking_over.pop(due.name, None)  # someone else was quicker
                 entry = self._index.get(due.name)
                 if entry is not None and due.name not in claimed:
                     self.apply_due(entry, due)
+            may_take = self.owners.may_take
             for due in batch.due:  # peeked: the owner's to take, or anyone's once overdue
                 entry = self._index.get(due.name)
                 if entry is not None and due.name not in claimed and \
-                        self._may_take(due, batch.now_ms):
+                        may_take(due, batch.now_ms):
                     self.apply_due(entry, due, armed=True)
         for name in batch.skipped:
             self._hooks.metric("job_skipped", name, "misfired")
@@ -379,114 +365,6 @@ class Claimer:
         if deadline is not None:
             delay = min(delay, deadline - self.clock.monotonic())
         return max(0.0, delay)
-
-    # -- ownership ---------------------------------------------------------------------------
-
-    def members_heard(self, instances: list[InstanceInfo]) -> None:
-        """A heartbeat's answer (on the refresher's thread): the tick follows it next pass."""
-        if self.config.takeover_seconds > 0:  # 0: every instance claims everything on time
-            mine = self.jobs_digest()
-            self._heard = [(info.instance_id, info.last_heartbeat_ms) for info in instances
-                           if info.jobs_digest in ("", mine)]
-            self._heard_new = True
-            self.wake.set()
-
-    def jobs_digest(self) -> str:
-        """The fingerprint of this instance's jobs, which its heartbeat carries; computed
-        again only when a job was registered or dropped."""
-        generation, digest = self._digest
-        if generation != self._index.generation:
-            generation = self._index.generation
-            digest = jobs_digest((entry.job.name, entry.job.definition_version)
-                                 for entry in self._index.entries())
-            self._digest = (generation, digest)
-        return digest
-
-    def _suspect(self, claim: Claim, owner: str, due_ms: int, now_ms: int) -> None:
-        """An owner let an occurrence go ``takeover_delay`` overdue: crashed, frozen, cut off,
-        busy or without the job. Until it heartbeats again its jobs are owned among the
-        others, so that they run on time rather than each a takeover late."""
-        if claim.scheduled_ms > due_ms:  # a regular occurrence, and later ones were due too
-            self._hooks.log("warning", "took over an occurrence its owner let go overdue; "
-                            "the occurrences due since coalesced into this one",
-                            job=claim.job_name, owner=owner, due_at=from_ms(due_ms).isoformat(),
-                            scheduled_at=from_ms(claim.scheduled_ms).isoformat())
-        if owner in self._suspected or owner == self.instance_id:
-            return
-        self._suspected[owner] = now_ms
-        self._heard_new = True
-        self._hooks.log("info", "took over an occurrence its owner let go overdue: until that "
-                        "instance heartbeats again, its jobs are claimed by the others",
-                        job=claim.job_name, owner=owner,
-                        takeover_delay=self.config.takeover_seconds)
-
-    def _live_members(self) -> list[str]:
-        """The heard live instances, less those suspected since their last heartbeat."""
-        live = []
-        for member, beat_ms in self._heard:
-            since = self._suspected.get(member)
-            if since is not None and beat_ms > since:
-                del self._suspected[member]  # it heartbeats: alive, and owns again
-                since = None
-            if since is None:
-                live.append(member)
-        heard = {member for member, _ in self._heard}
-        for member in [m for m in self._suspected if m not in heard]:
-            del self._suspected[member]  # expired from the group
-        return live
-
-    def _follow_members(self) -> None:
-        """Recompute the owners after the live instances changed: park the jobs now owned
-        elsewhere, and watch those now owned here, from their current states (a state
-        learnt long ago would only cost a refused claim, but one read answers them all)."""
-        if not self._heard_new:
-            return
-        self._heard_new = False
-        if not self.ownership.set_members(self._live_members()):
-            return
-        gained = []
-        for entry in self._index.entries():
-            if not self.ownership.owns(entry.job.name):
-                if entry.job.name not in self._pinned:
-                    self._index.park(entry)
-            elif not entry.armed:
-                gained.append(entry)
-                self._index.set_due(entry, entry.due_ms, entry.next_run_ms)
-        self._hooks.log("info", "the group's live instances changed", instances=len(
-            self.ownership.members), owned_jobs_gained=len(gained))
-        if gained:
-            states = self.backend.get_states([entry.job.name for entry in gained])
-            for entry, state in zip(gained, states):  # parked: none has a claim in flight
-                if state is not None:
-                    self.apply_state(entry, state)
-
-    def _follow_removals(self) -> None:
-        """A job was removed somewhere in the group, or found gone (its state lost or reset
-        for not being of our form): the instances that park it never ask for it, so they
-        would keep it for ever, or never re-create it. The jobs here that the backend no
-        longer stores are asked for at once: each answer says removed (dropped here) or
-        lost (re-created). One read of the names, once per change."""
-        heard = self._removals_heard
-        if heard == self._removals_epoch:
-            return
-        stored = set(self.backend.job_names())
-        self._removals_epoch = heard
-        now_ms = self._backend_now_ms()
-        for entry in self._index.entries():
-            if entry.job.name not in stored:  # (one with a claim in flight is asked twice)
-                self._set_due(entry, now_ms, entry.next_run_ms, armed=True)
-
-    def _may_take(self, due: DueEntry, now_ms: int) -> bool:
-        """Whether a peeked job is this instance's to claim now: its own, one the backend
-        reports as missing or superseded (handled as every answer is), or one overdue by
-        ``takeover_delay``."""
-        if due.missing or due.superseded or due.due_ms is None or \
-                self.ownership.owns(due.name):
-            return True
-        if now_ms - due.due_ms < self.config.takeover_seconds * 1000:
-            return False
-        self._taking_over[due.name] = (self.ownership.owner_of(due.name), due.due_ms)
-        return True
 
     def _poll_seconds(self) -> float:
         """How often the backend's due work is looked at with nothing due here: per tick
@@ -610,8 +488,8 @@ class Claimer:
             armed = self.ownership.owns(entry.job.name)
         elif armed:
             self._pinned.add(entry.job.name)
-        if due_ms is not None and next_run_ms is not None and self._backend_now_ms() < \
-                next_run_ms < due_ms:
+        if due_ms is not None and next_run_ms is not None and next_run_ms < due_ms and \
+                self._backend_now_ms() < next_run_ms:
             # An occurrence runs elsewhere (due = its lease expiry) and the job was advanced
             # to its following occurrence: ask for that one on time. If the run is still
             # going then, the refusal brings the lease expiry back.
@@ -625,17 +503,8 @@ class Claimer:
     def rebuild(self, entries: list[IndexEntry]) -> None:
         """Re-create jobs the backend lost (data loss, corrupt state), continuing from what
         this instance last saw so that an occurrence it already ran does not run again."""
-        definitions = []
         now = self.backend_now()
-        for entry in entries:
-            definition = job_definition(entry.job, now)
-            first = definition.first_run_ms
-            if first is not None:
-                # Never earlier than the next occurrence this instance knew of: it may have
-                # run everything before it (and with none left, a one-time job that ran
-                # stays done). Missed occurrences are not replayed (R15).
-                first = None if entry.next_run_ms is None else max(first, entry.next_run_ms)
-            definitions.append(replace(definition, first_run_ms=first))
+        definitions = [rebuilt_definition(entry, now) for entry in entries]
         self._hooks.log("warning", "backend lost jobs; re-creating them",
                         jobs=[d.name for d in definitions])
         for entry, state in zip(entries, self.backend.register(definitions)):

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from .errors import SchedulerStateError
 
 if TYPE_CHECKING:
+    from .observability import SafeHooks
     from .scheduler import Scheduler
 
-__all__ = ["ServerProcess", "check_threads_enabled", "current_server",
-           "disarm_in_forked_children", "start_in_workers", "stop_at_exit"]
+__all__ = ["ForkGuard", "ServerProcess", "check_threads_enabled", "current_server",
+           "start_in_workers", "stop_at_exit"]
 
 _log = logging.getLogger("pyscheduler")
 
@@ -126,15 +127,6 @@ def wrong_process_warnings(memory_backend: bool, created_pid: int) -> list[str]:
                         "runs once per process. Share a Redis backend (backend_type='redis', "
                         "PYSCHEDULER_BACKEND_TYPE=redis) to run it once")
     return warnings
-
-
-def forked_copy_message(what: str, started_pid: Optional[int]) -> str:
-    """Why ``what`` cannot be done on the copy, in a forked child, of a started scheduler."""
-    return (f"{what}: this scheduler was started in process {started_pid} and this process "
-            f"({os.getpid()}) is a fork of it, where its copy runs no jobs and knows nothing "
-            "current (threads do not survive fork()). Start the scheduler in each worker "
-            "instead, with pyscheduler.start_in_workers(scheduler), or create and start one "
-            "after the fork")
 
 
 def check_threads_enabled() -> None:
@@ -245,20 +237,78 @@ def _after_fork_in_child(callback: Callable[[], None]) -> None:
     os.register_at_fork(after_in_child=callback)
 
 
-#: Started schedulers, held weakly, so that a forked child can disarm its copies of them.
-_STARTED: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+class ForkGuard:
+    """Tells a started scheduler from its copy in a forked child, and disarms the copy.
+
+    A forked child has none of the parent's threads, and the leases are the parent's: the
+    copy must neither wait for runs it does not have nor hand back or refresh leases it does
+    not own, and whatever it would show of the group is stale. Disarmed once, in the child
+    (by Python's at-fork hook, or from the pid under uWSGI, which forks without it), it
+    becomes a stopped scheduler, and says so; calls that need a live scheduler raise.
+
+    :param hooks: the scheduler's, to say so.
+    :param disarm: a method of the scheduler that makes the copy a stopped scheduler; called
+        once, in the child.
+    """
+
+    def __init__(self, hooks: SafeHooks, disarm: Callable[[], None]) -> None:
+        # Held weakly, as _STARTED holds the guard: a scheduler dropped is freed at once.
+        self._hooks, self._disarm = hooks, weakref.WeakMethod(disarm)
+        #: the process that built the scheduler
+        self.created_pid = os.getpid()
+        #: the process that started the scheduler (``None`` before its start)
+        self.started_pid: Optional[int] = None
+        #: whether this is a disarmed copy in a forked child
+        self.forked = False
+
+    def starting(self) -> None:
+        """The scheduler starts in this process."""
+        self.started_pid = os.getpid()
+
+    def started(self) -> None:
+        """The scheduler started: a child forked from now on disarms its copy at once."""
+        _STARTED.add(self)
+
+    def message(self, what: str) -> str:
+        """Why ``what`` cannot be done on the copy, in a forked child, of a started
+        scheduler."""
+        return (f"{what}: this scheduler was started in process {self.started_pid} and this "
+                f"process ({os.getpid()}) is a fork of it, where its copy runs no jobs and "
+                "knows nothing current (threads do not survive fork()). Start the scheduler "
+                "in each worker instead, with pyscheduler.start_in_workers(scheduler), or "
+                "create and start one after the fork")
+
+    def disarm_if_forked(self) -> None:
+        """Disarm a copy that the at-fork hook missed."""
+        # uWSGI forks without Python's at-fork hooks: the pid tells a copy from the original.
+        if self.started_pid is not None and self.started_pid != os.getpid():
+            self.after_fork_in_child()
+
+    def check(self, what: str) -> None:
+        """:raises SchedulerStateError: this is a forked copy (``what`` names the call)."""
+        self.disarm_if_forked()
+        if self.forked:
+            raise SchedulerStateError(self.message(what))
+
+    def after_fork_in_child(self) -> None:
+        """Disarm the copy (once), in a forked child."""
+        if self.forked:
+            return
+        self.forked = True
+        disarm = self._disarm()
+        if disarm is not None:
+            disarm()
+        self._hooks.log("warning", self.message("pyscheduler"), pid=os.getpid(),
+                        parent=self.started_pid)  # (the hooks name the instance)
 
 
-def disarm_in_forked_children(scheduler: Scheduler) -> None:
-    """Have a child forked from this process disarm its copy of ``scheduler`` (the threads
-    and leases are the parent's); uWSGI, which forks without these hooks, is told apart by
-    the scheduler itself, from its pid."""
-    _STARTED.add(scheduler)
+#: The guards of started schedulers, held weakly, so that a forked child can disarm its copies.
+_STARTED: weakref.WeakSet[ForkGuard] = weakref.WeakSet()
 
 
 def _disarm_after_fork() -> None:
-    for scheduler in list(_STARTED):
-        scheduler._after_fork_in_child()
+    for guard in list(_STARTED):
+        guard.after_fork_in_child()
     _STARTED.clear()
 
 

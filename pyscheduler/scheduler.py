@@ -3,7 +3,10 @@
 :meth:`Scheduler.run_pending` is one deterministic step (claim what is due, start it, enforce
 timeouts) and :meth:`Scheduler.start` only loops it on the tick thread; tests call the step
 directly under a :class:`~pyscheduler.FakeClock`. Who claims what and when — the tick, the
-workers, the local index of due times — is :mod:`pyscheduler.claiming`'s business.
+workers, the local index of due times — is :mod:`pyscheduler.claiming`'s business; what
+registering and managing a job store, and what the answers do to the index, is
+:mod:`pyscheduler.management`'s; telling a forked copy from the original is
+:class:`~pyscheduler.process.ForkGuard`'s. This module checks the state, and holds the lock.
 """
 
 from __future__ import annotations
@@ -18,41 +21,21 @@ from datetime import datetime
 from typing import Callable, Optional, TypeVar
 
 from ._time import Duration, to_ms, to_seconds
-from .backends.base import (
-    Backend,
-    DueEntry,
-    InstanceInfo,
-    missing_methods,
-)
+from .backends.base import Backend, InstanceInfo, missing_methods
 from .backends.memory import MemoryBackend
-from .claiming import Claimer, job_definition
+from .claiming import Claimer
 from .clock import Clock, SystemClock
 from .config import SchedulerConfig
 from .due_index import DueIndex
-from .errors import (
-    ConfigError,
-    InvalidJobError,
-    JobNotFoundError,
-    SchedulerStateError,
-)
-from .executor import DefaultJobExecutor, Run
+from .errors import ConfigError, InvalidJobError, JobNotFoundError, SchedulerStateError
+from .executor import DefaultJobExecutor
 from .identity import owner_prefix
 from .job import Job, check_job_options
 from .lock import DistributedLock
-from .observability import (
-    Logger,
-    MetricsCollector,
-    NoOpMetrics,
-    SafeHooks,
-    StandardLogger,
-)
+from .management import Management
+from .observability import Logger, MetricsCollector, NoOpMetrics, SafeHooks, StandardLogger
 from .presence import Presence
-from .process import (
-    check_threads_enabled,
-    disarm_in_forked_children,
-    forked_copy_message,
-    wrong_process_warnings,
-)
+from .process import ForkGuard, check_threads_enabled, wrong_process_warnings
 from .schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
 from .shutdown import ShutdownReport, wait_for_runs
 
@@ -62,7 +45,6 @@ F = TypeVar("F", bound=Callable[..., object])
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 _FORKED = "a forked copy"  # of a scheduler started in the parent process
-
 
 
 class Scheduler:
@@ -107,20 +89,19 @@ class Scheduler:
         self.executor = executor or DefaultJobExecutor(logger, metrics)
         self.lock = lock or DistributedLock(backend, logger, metrics)
         self._hooks = SafeHooks(logger, metrics)
-        self._created_pid = os.getpid()
-        self._started_pid: Optional[int] = None
+        self._fork = ForkGuard(self._hooks, self._disarm)
         self._index = DueIndex()
         self._claimer = Claimer(backend, self.lock, self.executor, self._index, self.config,
                                 self.clock, self._hooks)
         self._wake = self._claimer.wake
-        self._pending_ops: list[tuple[str, str]] = []
+        self._management = Management(backend, self._index, self._claimer)
         self._mutex = threading.RLock()
         self._state = _NEW
         self._stopping = False
         self._tick_thread: Optional[threading.Thread] = None
         self._presence = Presence(backend, self.lock, self.executor, self._hooks,
-                                  on_live=self._claimer.members_heard,
-                                  jobs_digest=self._claimer.jobs_digest)
+                                  on_live=self._claimer.owners.members_heard,
+                                  jobs_digest=self._claimer.owners.jobs_digest)
         self._new_identity()
 
     def _new_identity(self) -> None:
@@ -140,14 +121,9 @@ class Scheduler:
                 hooks.bind(instance=self.instance_id)
 
     @classmethod
-    def from_config(
-        cls,
-        config: SchedulerConfig,
-        *,
-        logger: Optional[Logger] = None,
-        metrics: Optional[MetricsCollector] = None,
-        clock: Optional[Clock] = None,
-    ) -> Scheduler:
+    def from_config(cls, config: SchedulerConfig, *, logger: Optional[Logger] = None,
+                    metrics: Optional[MetricsCollector] = None,
+                    clock: Optional[Clock] = None) -> Scheduler:
         """Build a scheduler and its backend from ``config.backend_type``."""
         backend: Optional[Backend] = None
         if config.backend_type == "redis":
@@ -173,20 +149,13 @@ class Scheduler:
         if not isinstance(job, Job):
             raise InvalidJobError(f"register() takes a Job, not {job!r}")
         with self._mutex:
-            self._check_not_forked("register()")
+            self._fork.check("register()")
             if self._state == _STOPPED:
                 raise SchedulerStateError("the scheduler was stopped; create a new one")
             entry = self._index.add(job)
             started = self._state == _RUNNING
         if started:
-            try:
-                (state,) = self.backend.register([job_definition(job,
-                                                                 self._claimer.backend_now())])
-            except BaseException:
-                self._index.discard(entry)
-                raise
-            self._claimer.apply_state(entry, state)
-            self._wake.set()
+            self._management.register(entry)
         return job
 
     def cron(self, expr: str, name: Optional[str] = None, *, tz: Optional[str] = None,
@@ -228,43 +197,29 @@ class Scheduler:
         :raises BackendUnavailableError: the backend cannot be reached.
         """
         with self._mutex:
-            self._check_not_forked("start()")
+            self._fork.check("start()")
             if self._state != _NEW:
                 raise SchedulerStateError(f"start() on a scheduler that is {self._state}")
             if background:
                 check_threads_enabled()
             self._state = _RUNNING
             self._new_identity()
-            self._started_pid = os.getpid()
+            self._fork.starting()
         try:
             self.backend.open()
-            self._register_all()
+            with self._mutex:
+                entries, pending = self._index.entries(), self._management.take_pending()
+            self._management.register_all(entries, pending)
             self._start_runtime(background)
         except BaseException:
             self._state = _NEW
             raise
-        disarm_in_forked_children(self)
+        self._fork.started()
         self._hooks.log("info", "scheduler started", instance=self.instance_id,
                         jobs=len(self._index))
-        self._warn_about_this_process()
-
-    def _warn_about_this_process(self) -> None:
         for warning in wrong_process_warnings(isinstance(self.backend, MemoryBackend),
-                                              self._created_pid):
+                                              self._fork.created_pid):
             self._hooks.log("warning", warning, instance=self.instance_id, pid=os.getpid())
-
-    def _register_all(self) -> None:
-        with self._mutex:
-            entries = self._index.entries()
-            ops, self._pending_ops = self._pending_ops, []
-        # First occurrences count from the backend's clock, which decides due-ness: from
-        # this host's, one running fast would skip the occurrences of its lead.
-        now = self._claimer.learn_backend_clock()
-        states = self.backend.register([job_definition(e.job, now) for e in entries])
-        for entry, state in zip(entries, states):
-            self._claimer.apply_state(entry, state)
-        for op, name in ops:
-            getattr(self, op)(name)
 
     def _start_runtime(self, background: bool) -> None:
         # Every thread and connection is created here and nowhere else, so that a forked
@@ -284,29 +239,10 @@ class Scheduler:
                                              daemon=True)
         self._tick_thread.start()
 
-    def _after_fork_in_child(self) -> None:
-        # A forked child has none of the parent's threads, and the leases are the parent's:
-        # this copy must neither wait for runs it does not have nor hand back or refresh
-        # leases it does not own. It becomes a stopped scheduler, and says so.
-        if self._state == _FORKED:
-            return
+    def _disarm(self) -> None:
+        # In a forked child (see ForkGuard): a stopped scheduler, whatever it was.
         self._state = _FORKED
         self._stopping = self._claimer.stopping = True
-        self._hooks.log("warning", self._forked_message("pyscheduler"), pid=os.getpid(),
-                        parent=self._started_pid, instance=self.instance_id)
-
-    def _forked_message(self, what: str) -> str:
-        return forked_copy_message(what, self._started_pid)
-
-    def _disarm_if_forked(self) -> None:
-        # uWSGI forks without Python's at-fork hooks: the pid tells a copy from the original.
-        if self._started_pid is not None and self._started_pid != os.getpid():
-            self._after_fork_in_child()
-
-    def _check_not_forked(self, what: str) -> None:
-        self._disarm_if_forked()
-        if self._state == _FORKED:
-            raise SchedulerStateError(self._forked_message(what))
 
     def refresh_leases(self) -> float:
         """One step of the lease refresher (what its thread does): extend the leases of
@@ -338,14 +274,13 @@ class Scheduler:
             scheduler said so in a warning at start).
         :raises SchedulerStateError: this is a forked copy of a started scheduler.
         """
-        self._check_not_forked("instances()")
+        self._fork.check("instances()")
         if self._state != _RUNNING or self._stopping:
             return []
         if not self._presence.announced:
             raise NotImplementedError(f"{type(self.backend).__name__} does not keep live "
                                       "instances")
         return self.backend.instances()
-
 
     def wait_idle(self, timeout: Optional[Duration] = None) -> bool:
         """Wait until no handler runs and every result is recorded (real time).
@@ -369,7 +304,7 @@ class Scheduler:
         :param timeout: seconds (or ``timedelta``) to wait; ``None`` waits for every handler.
         """
         with self._mutex:
-            self._disarm_if_forked()  # a copy's stop() touches nothing of the parent's
+            self._fork.disarm_if_forked()  # a copy's stop() touches nothing of the parent's
             if self._state != _RUNNING or self._stopping:
                 return ShutdownReport()
             self._stopping = self._claimer.stopping = True
@@ -386,7 +321,9 @@ class Scheduler:
         # The backend may be down: shutting down must still finish, and what cannot be
         # recorded now is recovered by another instance when its leases expire.
         self._best_effort("record the last outcomes", self._claimer.outcomes.flush)
-        self._hand_back(handed_back)
+        if handed_back:
+            self._best_effort("hand back running occurrences",
+                              lambda: self.lock.interrupt([run.lease for run in handed_back]))
         self.lock.stop_refresher()
         self._presence.leave(self.instance_id)
         self.executor.shutdown()
@@ -397,11 +334,6 @@ class Scheduler:
         self._hooks.log("info", "scheduler stopped", instance=self.instance_id,
                         still_running=names)
         return ShutdownReport(names)
-
-    def _hand_back(self, runs: list[Run]) -> None:
-        if runs:
-            self._best_effort("hand back running occurrences",
-                              lambda: self.lock.interrupt([run.lease for run in runs]))
 
     def _best_effort(self, what: str, step: Callable[[], object]) -> None:
         try:
@@ -439,27 +371,12 @@ class Scheduler:
 
     def _manage(self, op: str, name: str) -> None:
         with self._mutex:
-            self._check_not_forked(f"{op}()")
+            self._fork.check(f"{op}()")
             entry = self._index.get(name)
             if self._state == _NEW:
-                if entry is None:
-                    raise JobNotFoundError(name)
-                self._pending_ops.append((op, name))
-                if op in ("pause", "resume"):
-                    entry.job.enabled = op == "resume"
+                self._management.record(op, name, entry)  # played at start
                 return
-        due: DueEntry = getattr(self.backend, op)(name)
-        if due.missing:
-            if entry is None:
-                raise JobNotFoundError(name)
-            if due.removed:  # elsewhere, and this instance has not heard yet: never undo it
-                self._claimer.apply_due(entry, due)
-                raise JobNotFoundError(name)
-            self._claimer.rebuild([entry])  # lost with the backend's data: re-created
-            due = getattr(self.backend, op)(name)
-        if entry is not None and not due.missing:
-            self._claimer.apply_due(entry, due, armed=True)  # asked here: claimed from here
-        self._wake.set()
+        self._management.apply(op, name, entry)
 
     def remove(self, name: str) -> None:
         """Drop the job and its stored state, for every scheduler of the group.
@@ -467,15 +384,12 @@ class Scheduler:
         :raises JobNotFoundError: no such job here or in the backend.
         """
         with self._mutex:
-            self._check_not_forked("remove()")
+            self._fork.check("remove()")
             entry = self._index.remove(name)
             if self._state == _NEW:
-                if entry is None:
-                    raise JobNotFoundError(name)
-                self._pending_ops = [op for op in self._pending_ops if op[1] != name]
+                self._management.forget(name, entry)
                 return
-        if not self.backend.remove(name) and entry is None:
-            raise JobNotFoundError(name)
+        self._management.remove(name, entry)
 
     def get_job(self, name: str) -> Job:
         """The job with its metadata freshly read from the backend while the scheduler runs;
@@ -485,26 +399,21 @@ class Scheduler:
         :raises SchedulerStateError: this is a forked copy of a started scheduler, whose view
             of the group would be stale.
         """
-        self._check_not_forked("get_job()")
+        self._fork.check("get_job()")
         entry = self._index.get(name)
         if entry is None:
             raise JobNotFoundError(name)
         if self._state == _RUNNING:
-            (state,) = self.backend.get_states([name])
-            if state is not None:
-                entry.job._saw(state)
+            self._management.read_states([entry])
         return entry.job
 
     def jobs(self) -> list[Job]:
         """This scheduler's jobs, sorted by name, with fresh metadata (one backend call) while
         it runs; see :meth:`get_job`."""
-        self._check_not_forked("jobs()")
+        self._fork.check("jobs()")
         entries = sorted(self._index.entries(), key=lambda e: e.job.name)
         if self._state == _RUNNING and entries:
-            states = self.backend.get_states([e.job.name for e in entries])
-            for entry, state in zip(entries, states):
-                if state is not None:
-                    entry.job._saw(state)
+            self._management.read_states(entries)
         return [entry.job for entry in entries]
 
     # -- the tick ----------------------------------------------------------------------------
