@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from pyscheduler import Job, OnceSchedule
 from pyscheduler.backends.base import ClaimRequest, Lease, Outcome
-from pyscheduler.claiming import job_definition
+from pyscheduler.management import job_definition
 
 from .redis_server import RedisServer
 
