@@ -1,6 +1,7 @@
-"""What one occurrence of a burst costs pyscheduler on the in-memory backend, and where.
+"""What one occurrence of a burst costs pyscheduler, and where.
 
-A burst of N one-time jobs due at one instant, on the default configuration (10 workers,
+A burst of N one-time jobs due at one instant, on the in-memory backend (or, with
+``--redis``, on a redis-server of its own), the default configuration (10 workers,
 ``NoOpLogger``, ``NoOpMetrics``), handlers doing nothing, in this process: it reports the
 CPU time per occurrence (every thread), the lateness of the last start, and what the claims
 carried (backend claim calls and the occurrences each asked for: under the rule that an
@@ -9,7 +10,7 @@ own slot). With ``--profile`` (needs ``yappi``) it also counts the Python calls 
 occurrence and lists the functions that cost the most, every thread included; profiling
 slows everything several times, so its CPU figure is not the plain one.
 
-``python -m benchmarks.burst_cost [--jobs 10000] [--workers 10] [--profile] [--top 25]``
+``python -m benchmarks.burst_cost [--jobs 10000] [--workers 10] [--redis] [--profile] [--top 25]``
 """
 
 from __future__ import annotations
@@ -50,23 +51,38 @@ class BurstCost:
     claimed_requests: int
 
 
-class _CountingBackend(MemoryBackend):
-    """A MemoryBackend that counts the claims it answers and what they asked for."""
+class _Counted:
+    """Counts the claims a backend answers (alone or with results) and what they asked for."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, backend: Any) -> None:
         self.claim_calls = 0
         self.claimed_requests = 0
+        claim, finish_and_claim = backend.claim, backend.finish_and_claim
 
-    def claim(self, instance_id: str, requests: Sequence[Any], lease_ms: int,
-              peek: int) -> Any:
+        def counted_claim(instance_id: str, requests: Sequence[Any], lease_ms: int,
+                          peek: int) -> Any:
+            self._count(requests)
+            return claim(instance_id, requests, lease_ms, peek)
+
+        def counted_finish_and_claim(outcomes: Sequence[Any], instance_id: str,
+                                     requests: Sequence[Any], lease_ms: int,
+                                     peek: int) -> Any:
+            if isinstance(backend, MemoryBackend):  # its finish_and_claim calls claim
+                return finish_and_claim(outcomes, instance_id, requests, lease_ms, peek)
+            self._count(requests)
+            return finish_and_claim(outcomes, instance_id, requests, lease_ms, peek)
+
+        backend.claim, backend.finish_and_claim = counted_claim, counted_finish_and_claim
+
+    def _count(self, requests: Sequence[Any]) -> None:
         self.claim_calls += 1
         self.claimed_requests += len(requests)
-        return super().claim(instance_id, requests, lease_ms, peek)
 
 
-def measure(jobs: int, workers: int, *, profile: bool = False) -> BurstCost:
-    backend = _CountingBackend()
+def measure(jobs: int, workers: int, *, profile: bool = False,
+            backend: Optional[Any] = None) -> BurstCost:
+    backend = MemoryBackend() if backend is None else backend
+    counted = _Counted(backend)
     scheduler = Scheduler(backend, logger=NoOpLogger(), metrics=NoOpMetrics(),
                           config=SchedulerConfig(max_concurrent=workers))
     starts: list[float] = []
@@ -93,7 +109,7 @@ def measure(jobs: int, workers: int, *, profile: bool = False) -> BurstCost:
             stop_profile()
         scheduler.stop(timeout=5)
     return BurstCost(jobs, workers, cpu, (max(starts) - due) * 1000,
-                     backend.claim_calls, backend.claimed_requests)
+                     counted.claim_calls, counted.claimed_requests)
 
 
 def _start_profile() -> Callable[[], None]:
@@ -123,10 +139,23 @@ def main(argv: Optional[list[str]] = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--redis", action="store_true",
+                        help="on a redis-server of its own instead of the memory backend")
     parser.add_argument("--profile", action="store_true", help="profile with yappi")
     parser.add_argument("--top", type=int, default=25, help="functions listed (--profile)")
     args = parser.parse_args(argv)
-    cost = measure(args.jobs, args.workers, profile=args.profile)
+    if args.redis:
+        from pyscheduler.backends.redis import RedisBackend
+
+        from .redis_server import RedisServer
+
+        with RedisServer.launch() as server:
+            backend = RedisBackend.from_address(f"{server.host}:{server.port}",
+                                                key_prefix="burst-cost")
+            cost = measure(args.jobs, args.workers, profile=args.profile, backend=backend)
+            backend.close()
+    else:
+        cost = measure(args.jobs, args.workers, profile=args.profile)
     calls = max(1, cost.claim_calls)
     print(f"{cost.jobs:,} occurrences on {cost.workers} workers: "
           f"{cost.cpu_s / cost.jobs * 1e6:.1f} us CPU each"
