@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .backends.base import Claim, Lease
+from .backends.base import Claim, Lease, encodable
 from .clock import Clock, SystemClock
 from .context import JobContext, _reset_current, _set_current
 from .job import Job
@@ -286,6 +286,7 @@ def start_lag(run: Run, now: float) -> float:
 
 
 def describe_error(error: BaseException) -> str:
-    """``Type: message`` for ``last_error`` and metrics."""
+    """``Type: message`` for ``last_error`` and metrics, encodable as UTF-8 (a lone
+    surrogate in the message becomes its escape)."""
     text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return encodable(f"{type(error).__name__}: {text}" if text else type(error).__name__)

@@ -80,6 +80,7 @@ __all__ = [
     "RunOutcome",
     "RunRecord",
     "definition_version",
+    "encodable",
     "missing_methods",
     "run_outcome",
     "schedule_changed",
@@ -335,6 +336,14 @@ def run_outcome(outcome: Outcome) -> str:
     if outcome.succeeded:
         return RunOutcome.SUCCEEDED
     return RunOutcome.TIMED_OUT if outcome.timed_out else RunOutcome.FAILED
+
+
+def encodable(text: str) -> str:
+    """``text`` made encodable as UTF-8, as every backend stores error texts: an exception's
+    message may hold a lone surrogate, which becomes its escape (``\\ud800``)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def truncated_error(text: str) -> str:

@@ -32,6 +32,7 @@ from .base import (
     OccurrenceStatus,
     Outcome,
     RunRecord,
+    encodable,
     run_outcome,
     schedule_changed,
     truncated_error,
@@ -263,10 +264,10 @@ class MemoryBackend(Backend):
                 runs = () if record is None else record.history[:max(0, limit)]
         return [RunRecord(*run) for run in runs]
 
-    def _remember(self, record: _Record, outcome: Outcome) -> None:
+    def _remember(self, record: _Record, outcome: Outcome, error: str) -> None:
         run: _Run = (record.name, record.scheduled_ms, record.attempt, record.kind,
                      record.owner, record.fence, record.claimed_at_ms, float(outcome.duration),
-                     run_outcome(outcome), truncated_error(outcome.error))
+                     run_outcome(outcome), truncated_error(error))
         record.history = (run,) + record.history[:outcome.history_limit - 1]
         self._history.appendleft(run)
 
@@ -360,8 +361,9 @@ class MemoryBackend(Backend):
             return states
 
     def _record_attempt(self, record: _Record, outcome: Outcome, now: int) -> None:
+        error = encodable(outcome.error)  # as RedisBackend stores it
         if outcome.history_limit > 0:
-            self._remember(record, outcome)
+            self._remember(record, outcome, error)
         record.run_count += 1
         record.last_run_ms = record.claimed_at_ms
         record.last_duration = outcome.duration
@@ -369,13 +371,13 @@ class MemoryBackend(Backend):
         if decision is SETTLE_SUCCEEDED:
             self._settle(record, True, "", now)
             return
-        record.last_error = outcome.error
+        record.last_error = error
         if decision is RETRY_WAIT:
             record.status = _RETRY_WAIT
             record.retry_at_ms = retry_at_ms(record, outcome, now)
             self._reindex(record)
         else:
-            self._settle(record, False, outcome.error, now)
+            self._settle(record, False, error, now)
 
     def _settle(self, record: _Record, succeeded: bool, error: str, now: int) -> None:
         if succeeded:

@@ -12,7 +12,7 @@ import json
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from ..errors import BackendError, CorruptStateError
-from .base import Claim, DueEntry, InstanceInfo, JobState, Outcome, run_outcome
+from .base import Claim, DueEntry, InstanceInfo, JobState, Outcome, encodable, run_outcome
 from .redis_history import json_record
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "parse_reply",
     "parse_state",
     "reply_text",
-    "utf8",
 ]
 
 _T = TypeVar("_T")
@@ -156,7 +155,7 @@ def optional_arg(value: Optional[int]) -> ScriptArg:
 
 def outcome_rows(outcomes: Sequence[Outcome]) -> list[list[Any]]:
     return [[outcome.lease.job_name, outcome.lease.owner, int(outcome.lease.fence),
-             int(outcome.succeeded), utf8(outcome.error), repr(float(outcome.duration)),
+             int(outcome.succeeded), encodable(outcome.error), repr(float(outcome.duration)),
              optional_arg(outcome.retry_delay_ms), int(outcome.still_running), run_outcome(outcome),
              max(0, int(outcome.history_limit))] for outcome in outcomes]
 
@@ -165,12 +164,6 @@ def json_arg(rows: list[list[Any]]) -> str:
     """Rows of script values as one JSON argument."""
     return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
 
-
-def utf8(text: str) -> str:
-    """``text`` made encodable as UTF-8: an exception's message may hold a lone surrogate."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 def optional_int(value: str) -> Optional[int]:
     return None if value == "" else int(value)

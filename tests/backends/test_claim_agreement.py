@@ -226,11 +226,17 @@ def failure_settles(side: Side) -> None:
 
 
 def long_error_in_history(side: Side) -> None:
-    # Cut to HISTORY_ERROR_BYTES at a character boundary on both sides. (Not a lone
-    # surrogate: Redis stores it escaped, the memory backend as given.)
+    # Cut to HISTORY_ERROR_BYTES at a character boundary on both sides.
     side.register(side.now() - 1_000)
     lease = side.claimed(side.claim(side.regular("o1")))
     side.finish(Outcome(lease, False, "x" + "é" * 3_000, 0.5, history_limit=10))
+
+
+def lone_surrogate_in_an_error(side: Side) -> None:
+    # An exception's message may hold one: both store its escape, in the state and history.
+    side.register(side.now() - 1_000)
+    lease = side.claimed(side.claim(side.regular("o1")))
+    side.finish(Outcome(lease, False, "bad \ud800 byte", 0.5, history_limit=10))
 
 
 def orphan_recovered(side: Side) -> None:
@@ -346,10 +352,10 @@ def resent_claim(side: Side) -> None:
 
 SCENARIOS = [regular_claim, coalesced_misses, one_time_job, refused_claims, misfire_skip,
              retry_after_a_failure, retry_of_a_handler_still_running, failure_settles,
-             long_error_in_history, orphan_recovered, retry_then_orphan,
-             interrupted_run_recovered, recovery_exhausted, recovery_disabled, run_now_manual,
-             run_now_while_running, pause_and_resume, started_paused, superseded_definition,
-             resent_claim]
+             long_error_in_history, lone_surrogate_in_an_error, orphan_recovered,
+             retry_then_orphan, interrupted_run_recovered, recovery_exhausted, recovery_disabled,
+             run_now_manual, run_now_while_running, pause_and_resume, started_paused,
+             superseded_definition, resent_claim]
 
 
 # -- the comparison ---------------------------------------------------------------------------

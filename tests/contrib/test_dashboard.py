@@ -451,3 +451,20 @@ def test_a_dashboard_on_a_backend_that_is_down_logs_one_line_for_many_requests(c
         statuses = [client.get("/").status_code for _ in range(5)]
     assert statuses == [503] * 5
     assert len(caplog.records) == 1, [record.getMessage() for record in caplog.records]
+
+
+def test_an_error_holding_a_lone_surrogate_shows_as_its_escape(group, client):
+    # Given a job whose exception's message holds a lone surrogate (not encodable as UTF-8)
+    def bad() -> None:
+        raise ValueError("bad \ud800 byte")
+
+    scheduler = group.scheduler(hourly("report", bad))
+    group.control.trigger("report")
+    group.settle(scheduler)
+
+    # Then the job's error is stored as its escape, and every page shows it
+    assert group.control.job("report").last_error == "ValueError: bad \\ud800 byte"
+    for path in ("/", "/job?name=report"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "bad \\ud800 byte" in response.text

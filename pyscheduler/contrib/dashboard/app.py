@@ -47,6 +47,12 @@ _log = logging.getLogger(__name__)
 OUTAGE_LOG_INTERVAL = 60.0
 
 
+def _encoded(page: str) -> bytes:
+    # What the backend holds is untrusted text: a lone surrogate shows as its escape rather
+    # than failing the page.
+    return page.encode("utf-8", "backslashreplace")
+
+
 class OutageLog:
     """Logs that the backend failed, once per :data:`OUTAGE_LOG_INTERVAL` while it stays
     down (every request gets its 503 page; a page polled every few seconds must not fill
@@ -168,17 +174,17 @@ class Dashboard:
             self._outage.answered()
         except _HTTPError as exc:
             status, headers = exc.status, exc.headers
-            body = pages.error_page(links, exc.status.split(" ", 1)[1], exc.line).encode()
+            body = _encoded(pages.error_page(links, exc.status.split(" ", 1)[1], exc.line))
         except JobNotFoundError as exc:
             status, headers = "404 Not Found", []
-            body = pages.error_page(links, "Not Found", str(exc)).encode()
+            body = _encoded(pages.error_page(links, "Not Found", str(exc)))
         except BackendError as exc:
             # One line, never a traceback: the operator needs to know the backend is down,
             # not where in the dashboard that was noticed.
             self._outage.failed(exc)
             status, headers = "503 Service Unavailable", [("Retry-After", "5")]
-            body = pages.error_page(links, "Backend unavailable",
-                                    f"The scheduler's backend cannot be used: {exc}").encode()
+            body = _encoded(pages.error_page(
+                links, "Backend unavailable", f"The scheduler's backend cannot be used: {exc}"))
         headers = [*headers, *_SECURITY_HEADERS]
         if body:
             headers.append(("Content-Type", "text/html; charset=utf-8"))
@@ -212,7 +218,7 @@ class Dashboard:
             allowed = "GET, HEAD, POST" if verb in _VERBS else "GET, HEAD"
             raise _HTTPError("405 Method Not Allowed", f"{method} is not allowed at {path}",
                              [("Allow", allowed)])
-        body = page(environ, links).encode()
+        body = _encoded(page(environ, links))
         return "200 OK", [], b"" if method == "HEAD" else body
 
     # -- pages -------------------------------------------------------------------------------
