@@ -351,9 +351,8 @@ class MemoryBackend(Backend):
             now = self.now_ms()
             states: list[Optional[JobState]] = []
             for outcome in outcomes:
-                lease = outcome.lease
-                record = self._records.get(lease.job_name)
-                if record is None or not owns(record, lease.owner, lease.fence):
+                record = self._owned_occurrence(outcome.lease)
+                if record is None:
                     states.append(None)
                     continue
                 self._record_attempt(record, outcome, now)

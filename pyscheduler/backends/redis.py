@@ -504,7 +504,7 @@ class RedisBackend(Backend):
                  int(request.max_recoveries), request.definition_version]
                 for request in requests]
         args: list[ScriptArg] = [max(1, int(lease_ms)), max(0, int(peek)), part.job_prefix,
-                            part.lease_prefix, json_arg(rows)]
+                                 part.lease_prefix, json_arg(rows)]
         finished = [outcome.lease.job_name for outcome in outcomes]
         if outcomes:
             args += [json_arg(outcome_rows(outcomes)), *_history_args(part)]

@@ -17,7 +17,7 @@ import re
 from ..errors import CorruptStateError
 from .base import HISTORY_ERROR_BYTES, OccurrenceKind, RunOutcome, RunRecord
 
-__all__ = ["json_record", "parse_run", "parse_dated_run"]
+__all__ = ["json_record", "parse_dated_run"]
 
 _INTEGER = re.compile(r"-?[0-9]{1,17}")
 #: The latest instant a ``datetime`` holds (9999-12-31), in epoch ms: later ones are not ours.
@@ -27,18 +27,10 @@ _KINDS = frozenset({OccurrenceKind.REGULAR, OccurrenceKind.RETRY, OccurrenceKind
 _OUTCOMES = frozenset({RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.TIMED_OUT})
 
 
-def parse_run(raw: object) -> RunRecord:
-    """A :class:`RunRecord` from a stored record.
-
-    :raises CorruptStateError: the record is not a JSON object of our form.
-    """
-    return parse_dated_run(raw)[1]
-
-
 def parse_dated_run(raw: object) -> tuple[int, RunRecord]:
-    """:func:`parse_run`, with when the record was written (µs, on the clock of the server
-    that holds it): what a partitioned group's history is merged by. Records written before
-    that date was kept count as written when their handler returned.
+    """A :class:`RunRecord` from a stored record, with when the record was written (µs, on
+    the clock of the server that holds it): what a partitioned group's history is merged by.
+    Records written before that date was kept count as written when their handler returned.
 
     :raises CorruptStateError: the record is not a JSON object of our form.
     """

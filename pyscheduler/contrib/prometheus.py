@@ -19,7 +19,6 @@ Every metric about a job has a ``job`` label. This module is the ``prometheus`` 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Optional
@@ -34,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from ..backends.base import Backend, InstanceInfo, JobState, OccurrenceStatus
 from ..observability import NoOpMetrics
+from ..outage import OutageLog
 
 __all__ = ["DURATION_BUCKETS", "LAG_BUCKETS", "GroupCollector", "PrometheusMetrics"]
 
@@ -160,8 +160,9 @@ class GroupCollector(Collector):
     - ``<namespace>_live_instances``: started schedulers whose heartbeat is fresh (absent on a
       backend that keeps no live instances),
     - ``<namespace>_backend_up``: 1 when this scrape read the state, 0 when the backend
-      failed. A failed scrape exposes only this, and is logged (once per outage) instead of
-      raised: alert on ``<namespace>_backend_up == 0``.
+      failed. A failed scrape exposes only this, and is logged instead of raised (once, then
+      once a minute while the outage lasts: :class:`~pyscheduler.outage.OutageLog`): alert
+      on ``<namespace>_backend_up == 0``.
 
     A scrape waits for the backend as long as its client lets it: give a Redis client a
     ``socket_timeout`` shorter than Prometheus's scrape timeout.
@@ -173,8 +174,9 @@ class GroupCollector(Collector):
     def __init__(self, backend: Backend, namespace: str = "pyscheduler") -> None:
         self._backend = backend
         self._namespace = namespace
-        self._down = False  # whether the last scrape failed: the outage was logged
-        self._down_lock = threading.Lock()
+        self._outage = OutageLog(_log, "pyscheduler group metrics: reading the backend",
+                                 meanwhile=f"exposing {namespace}_backend_up 0 until it answers",
+                                 traceback=True)
 
     def describe(self) -> Iterable[Metric]:
         """The metric families without samples: what registering checks names against,
@@ -188,12 +190,12 @@ class GroupCollector(Collector):
             names = self._backend.job_names()
             states = self._backend.get_states(names) if names else []
             instances = self._live_instances()
-        except Exception:  # a scrape must answer, whatever the backend raised
-            self._outage_began()
+        except Exception as exc:  # a scrape must answer, whatever the backend raised
+            self._outage.failed(exc)
             families.up.add_metric([], 0)
             yield families.up
             return
-        self._outage_ended()
+        self._outage.answered()
         for state in states:
             if state is not None:
                 families.add_job(state)
@@ -207,19 +209,6 @@ class GroupCollector(Collector):
             return self._backend.instances()
         except NotImplementedError:  # this backend keeps none: the metric is left out
             return None
-
-    def _outage_began(self) -> None:
-        with self._down_lock:
-            first, self._down = not self._down, True
-        if first:
-            _log.warning("pyscheduler group metrics: reading the backend failed; exposing "
-                         "%s_backend_up 0 until it answers", self._namespace, exc_info=True)
-
-    def _outage_ended(self) -> None:
-        with self._down_lock:
-            recovered, self._down = self._down, False
-        if recovered:
-            _log.info("pyscheduler group metrics: the backend answers again")
 
 
 class _Families:

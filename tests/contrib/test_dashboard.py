@@ -417,13 +417,17 @@ def test_a_running_job_shows_the_instance_holding_it(group, client, schedulers):
 
 
 def test_a_backend_down_for_many_requests_is_logged_once_a_minute_and_its_return_once(caplog):
-    from pyscheduler.contrib.dashboard.app import OutageLog
+    import logging
+
     from pyscheduler.errors import BackendUnavailableError
+    from pyscheduler.outage import OutageLog
 
     now = [0.0]
-    outage = OutageLog(interval=60.0, monotonic=lambda: now[0])
+    log = logging.getLogger("pyscheduler.contrib.dashboard.app")
+    outage = OutageLog(log, "pyscheduler dashboard: the backend", interval=60.0,
+                       monotonic=lambda: now[0])
     error = BackendUnavailableError("cannot reach Redis at redis://127.0.0.1:1/0")
-    caplog.set_level("WARNING", logger="pyscheduler.contrib.dashboard.app")
+    caplog.set_level("INFO", logger="pyscheduler.contrib.dashboard.app")
 
     # While the backend is down, requests every 5 s for two minutes
     for _ in range(25):

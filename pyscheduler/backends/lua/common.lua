@@ -308,8 +308,8 @@ local function history_args(first, now_us)
 end
 
 -- Record a finished attempt in the run history, if its outcome row asks for it: one JSON
--- object of text values (parse_run in redis_history.py reads it back), pushed on the job's list
--- and the group's, each trimmed to its bound.
+-- object of text values (parse_dated_run in redis_history.py reads it back), pushed on the
+-- job's list and the group's, each trimmed to its bound.
 local function record_run(job, o, history)
   local limit = tonumber(o[10])
   if history == nil or limit == nil or limit <= 0 then return end

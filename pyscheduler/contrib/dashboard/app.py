@@ -29,13 +29,12 @@ import hmac
 import ipaddress
 import logging
 import secrets
-import threading
-import time
 from typing import Callable, Iterable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from ...control import Control, HistoryEntry
 from ...errors import BackendError, JobNotFoundError
+from ...outage import OutageLog
 from . import pages
 from .pages import Links
 
@@ -43,54 +42,11 @@ __all__ = ["Authorize", "Dashboard", "from_loopback"]
 
 _log = logging.getLogger(__name__)
 
-#: While the backend stays down, its failure is logged once per this many seconds.
-OUTAGE_LOG_INTERVAL = 60.0
-
-
 def _encoded(page: str) -> bytes:
     # What the backend holds is untrusted text: a lone surrogate shows as its escape rather
     # than failing the page.
     return page.encode("utf-8", "backslashreplace")
 
-
-class OutageLog:
-    """Logs that the backend failed, once per :data:`OUTAGE_LOG_INTERVAL` while it stays
-    down (every request gets its 503 page; a page polled every few seconds must not fill
-    the log), and once that it answers again.
-
-    :param monotonic: the clock of the interval (seconds).
-    """
-
-    def __init__(self, interval: float = OUTAGE_LOG_INTERVAL,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._interval = interval
-        self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._logged_at: Optional[float] = None  # while down: when it was last logged
-        self._failures = 0  # since then
-
-    def failed(self, error: BackendError) -> None:
-        now = self._monotonic()
-        with self._lock:
-            self._failures += 1
-            if self._logged_at is not None and now - self._logged_at < self._interval:
-                return
-            first, self._logged_at = self._logged_at is None, now
-            failures, self._failures = self._failures, 0
-        if first:
-            _log.warning("pyscheduler dashboard: the backend failed: %s", error)
-        else:
-            _log.warning("pyscheduler dashboard: the backend still fails (%d requests "
-                         "since the last message): %s", failures, error)
-
-    def answered(self) -> None:
-        if self._logged_at is None:  # the common case, without the lock
-            return
-        with self._lock:
-            if self._logged_at is None:
-                return
-            self._logged_at, self._failures = None, 0
-        _log.warning("pyscheduler dashboard: the backend answers again")
 
 StartResponse = Callable[..., object]
 Environ = dict[str, object]
@@ -159,7 +115,7 @@ class Dashboard:
         secret = csrf_secret if csrf_secret is not None else secrets.token_hex(32)
         self._token = hmac.new(secret.encode(), b"pyscheduler-dashboard-csrf",
                                "sha256").hexdigest()
-        self._outage = OutageLog()
+        self._outage = OutageLog(_log, "pyscheduler dashboard: the backend")
 
     def __repr__(self) -> str:
         return f"Dashboard({self.control!r}, read_only={self.read_only})"
