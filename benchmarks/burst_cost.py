@@ -10,12 +10,21 @@ own slot). With ``--profile`` (needs ``yappi``) it also counts the Python calls 
 occurrence and lists the functions that cost the most, every thread included; profiling
 slows everything several times, so its CPU figure is not the plain one.
 
+With ``--redis`` it also reports redis-server's CPU per occurrence over the same window,
+and this machine's floor for any Redis client: what a bare ``PING`` round trip costs (wall
+time, this process's CPU, the server's CPU). From those it prints two ceilings for one
+instance: the occurrences a second its Python work allows with Redis taking no time (the
+GIL runs one thread at a time, so a process's Python work cannot exceed one CPU second a
+second), and those of the chain when the client and Redis take turns, as one claim call at a
+time makes them.
+
 ``python -m benchmarks.burst_cost [--jobs 10000] [--workers 10] [--redis] [--profile] [--top 25]``
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import threading
 import time
 from dataclasses import dataclass
@@ -49,6 +58,20 @@ class BurstCost:
     last_start_ms: float
     claim_calls: int
     claimed_requests: int
+    #: the part of ``cpu_s`` spent in user mode: Python and the C it calls, under the GIL
+    #: (the rest is the kernel's: socket calls and thread wake-ups, without the GIL)
+    user_cpu_s: float = 0.0
+    #: redis-server's CPU seconds over the same window (``None`` on the memory backend)
+    server_cpu_s: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """Microseconds per bare ``PING``: wall time, this process's CPU, the server's CPU."""
+
+    wall_us: float
+    client_cpu_us: float
+    server_cpu_us: Optional[float]
 
 
 class _Counted:
@@ -80,7 +103,8 @@ class _Counted:
 
 
 def measure(jobs: int, workers: int, *, profile: bool = False,
-            backend: Optional[Any] = None) -> BurstCost:
+            backend: Optional[Any] = None,
+            server_cpu: Callable[[], Optional[float]] = lambda: None) -> BurstCost:
     backend = MemoryBackend() if backend is None else backend
     counted = _Counted(backend)
     scheduler = Scheduler(backend, logger=NoOpLogger(), metrics=NoOpMetrics(),
@@ -99,17 +123,39 @@ def measure(jobs: int, workers: int, *, profile: bool = False,
         scheduler.register(Job(f"job-{index}", OnceSchedule(at), handler))
     scheduler.start()
     stop_profile = _start_profile() if profile else None
-    cpu = time.process_time()
+    cpu, user, server_before = time.process_time(), _user_cpu(), server_cpu()
     try:
         if not done.wait(_LEAD_SECONDS + _TIMEOUT_SECONDS):
             raise SystemExit(f"only {len(starts)} of {jobs} runs started")
-        cpu = time.process_time() - cpu
+        cpu, user = time.process_time() - cpu, _user_cpu() - user
+        server_after = server_cpu()
     finally:
         if stop_profile is not None:
             stop_profile()
         scheduler.stop(timeout=5)
+    server_used = None if server_before is None or server_after is None else \
+        server_after - server_before
     return BurstCost(jobs, workers, cpu, (max(starts) - due) * 1000,
-                     counted.claim_calls, counted.claimed_requests)
+                     counted.claim_calls, counted.claimed_requests, user, server_used)
+
+
+def _user_cpu() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
+def round_trip(server: Any, calls: int = 5_000) -> RoundTrip:
+    """What ``calls`` bare PINGs to ``server`` (a :class:`~benchmarks.redis_server.
+    RedisServer`) cost each: the transport floor of every backend call on this machine."""
+    client = server.client
+    client.ping()  # connected before measuring
+    wall, cpu, server_before = time.perf_counter(), time.process_time(), server.cpu_seconds()
+    for _ in range(calls):
+        client.ping()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    server_after = server.cpu_seconds()
+    server_us = None if server_before is None or server_after is None else \
+        (server_after - server_before) / calls * 1e6
+    return RoundTrip(wall / calls * 1e6, cpu / calls * 1e6, server_us)
 
 
 def _start_profile() -> Callable[[], None]:
@@ -152,19 +198,37 @@ def main(argv: Optional[list[str]] = None) -> int:
         with RedisServer.launch() as server:
             backend = RedisBackend.from_address(f"{server.host}:{server.port}",
                                                 key_prefix="burst-cost")
-            cost = measure(args.jobs, args.workers, profile=args.profile, backend=backend)
+            cost = measure(args.jobs, args.workers, profile=args.profile, backend=backend,
+                           server_cpu=server.cpu_seconds)
             backend.close()
+            trip = round_trip(server)
     else:
-        cost = measure(args.jobs, args.workers, profile=args.profile)
+        cost, trip = measure(args.jobs, args.workers, profile=args.profile), None
     calls = max(1, cost.claim_calls)
     print(f"{cost.jobs:,} occurrences on {cost.workers} workers: "
           f"{cost.cpu_s / cost.jobs * 1e6:.1f} us CPU each"
           f"{' (profiled)' if args.profile else ''}, last start "
           f"{cost.last_start_ms:.0f} ms after the due time; {cost.claim_calls:,} claim calls "
           f"asking for {cost.claimed_requests / calls:.2f} occurrences each")
+    if trip is not None and not args.profile:
+        _print_redis_floor(cost, trip)
     if args.profile:
         _print_profile(cost.jobs, args.top)
     return 0
+
+
+def _print_redis_floor(cost: BurstCost, trip: RoundTrip) -> None:
+    client_us, user_us = cost.cpu_s / cost.jobs * 1e6, cost.user_cpu_s / cost.jobs * 1e6
+    server_trip = "?" if trip.server_cpu_us is None else f"{trip.server_cpu_us:.0f}"
+    print(f"a bare PING round trip: {trip.wall_us:.0f} us wall, {trip.client_cpu_us:.0f} us "
+          f"of this process's CPU, {server_trip} us of redis-server's")
+    print(f"ceiling of one instance with Redis taking no time: {1e6 / user_us:,.0f} "
+          f"occurrences a second ({user_us:.1f} us of user CPU per occurrence, held under "
+          "the GIL: one CPU second a second at most)")
+    if cost.server_cpu_s is not None:
+        server_us = cost.server_cpu_s / cost.jobs * 1e6
+        print(f"redis-server: {server_us:.1f} us CPU per occurrence; the two taking turns "
+              f"(one claim call at a time): {1e6 / (client_us + server_us):,.0f} a second")
 
 
 if __name__ == "__main__":
