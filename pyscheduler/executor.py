@@ -100,6 +100,11 @@ class DefaultJobExecutor:
         self._on_done: Optional[DoneCallback] = None
         self._on_free: Callable[[], object] = lambda: None
 
+    def bind_log_fields(self, **fields: object) -> None:
+        """Name ``fields`` in every message this part logs from now on: the scheduler binds
+        its ``instance`` at each start (see :meth:`SafeHooks.bind`)."""
+        self._hooks.bind(**fields)
+
     def start(self, max_concurrent: int, on_done: DoneCallback, clock: Clock,
               on_free: Callable[[], object] = lambda: None) -> None:
         """Create the pool; ``on_done`` receives every handler's result, and ``on_free`` is

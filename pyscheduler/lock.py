@@ -93,6 +93,11 @@ class DistributedLock:
         self._beat_soon = False
         self._last_heartbeat = 0.0
 
+    def bind_log_fields(self, **fields: object) -> None:
+        """Name ``fields`` in every message this part logs from now on: the scheduler binds
+        its ``instance`` at each start (see :meth:`SafeHooks.bind`)."""
+        self._hooks.bind(**fields)
+
     # -- claiming ----------------------------------------------------------------------------
 
     def acquire(

@@ -115,10 +115,9 @@ class Scheduler:
         self._claimer.set_identity(self.instance_id, owner_prefix(self.instance_id))
         # Every message of this scheduler names it, the executor's and the lock's included
         # (they hold hooks of their own, made from the same logger).
-        for part in (self, self.executor, self.lock):
-            hooks = getattr(part, "_hooks", None)
-            if isinstance(hooks, SafeHooks):
-                hooks.bind(instance=self.instance_id)
+        self._hooks.bind(instance=self.instance_id)
+        self.executor.bind_log_fields(instance=self.instance_id)
+        self.lock.bind_log_fields(instance=self.instance_id)
 
     @classmethod
     def from_config(cls, config: SchedulerConfig, *, logger: Optional[Logger] = None,
