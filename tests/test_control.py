@@ -30,6 +30,7 @@ from pyscheduler import (
     Scheduler,
 )
 from pyscheduler.backends.base import JobState
+from pyscheduler.backends.claim_rules import ABANDONED_ERROR
 from pyscheduler.control import describe_schedule
 
 from .helpers import START, WAIT, Recorder, Schedulers, step
@@ -334,6 +335,39 @@ def test_a_timed_out_attempt_is_recorded_as_timed_out(group, schedulers):
     group.settle(scheduler)
     (entry,) = group.control.history("slow")
     assert (entry.outcome, entry.error) == ("timed_out", "timed out after 10 s")
+
+
+def test_an_abandoned_occurrence_is_recorded_as_abandoned(group, schedulers):
+    # Given a job that may not be recovered, still running when its scheduler stops, which
+    # hands its occurrence back
+    release = schedulers.event()
+    stuck = Recorder(lambda ctx: release.wait(WAIT))
+    first = group.scheduler(Job("report", IntervalSchedule(HOUR), stuck, recover=False),
+                            instance_id="host-a:1")
+    group.control.trigger("report")
+    for _ in range(3):
+        group.clock.advance(5)
+        first.run_pending()
+    assert stuck.started.wait(WAIT)
+    assert first.stop(timeout=0).still_running == ["report"]
+
+    # When another instance finds it, and abandons it
+    rescuer = Recorder()
+    second = group.scheduler(Job("report", IntervalSchedule(HOUR), rescuer, recover=False),
+                             instance_id="host-b:1")
+    group.settle(second)
+    assert rescuer.calls == []
+
+    # Then the history shows the attempt that stopped, as abandoned
+    (entry,) = group.control.history("report")
+    assert (entry.attempt, entry.kind, entry.instance_id, entry.outcome, entry.duration) == (
+        1, "manual", "host-a:1", "abandoned", 0.0)
+    assert entry.error == ABANDONED_ERROR
+    (_, scheduled_at, _, fence, _), = stuck.calls  # and it never ran again
+    assert (entry.scheduled_at, entry.fence) == (scheduled_at, fence)
+    assert group.control.history() == [entry]
+    info = group.control.job("report")
+    assert (info.run_count, info.failure_count, info.last_error) == (0, 1, ABANDONED_ERROR)
 
 
 def test_history_is_kept_to_the_configured_limit(group):
