@@ -337,26 +337,32 @@ def test_a_timed_out_attempt_is_recorded_as_timed_out(group, schedulers):
     assert (entry.outcome, entry.error) == ("timed_out", "timed out after 10 s")
 
 
-def test_an_abandoned_occurrence_is_recorded_as_abandoned(group, schedulers):
-    # Given a job that may not be recovered, still running when its scheduler stops, which
-    # hands its occurrence back
+def abandoned_after_a_shutdown(group: Group, schedulers: Schedulers,
+                               name: str = "report") -> Recorder:
+    """Trigger ``name``, a job that may not be recovered, on a scheduler ``host-a:1`` that
+    stops (handing the occurrence back) while its handler still runs, and let another
+    instance, ``host-b:1``, find it and abandon it. Returns the stopped handler's recorder."""
     release = schedulers.event()
     stuck = Recorder(lambda ctx: release.wait(WAIT))
-    first = group.scheduler(Job("report", IntervalSchedule(HOUR), stuck, recover=False),
+    first = group.scheduler(Job(name, IntervalSchedule(HOUR), stuck, recover=False),
                             instance_id="host-a:1")
-    group.control.trigger("report")
+    group.control.trigger(name)
     for _ in range(3):
         group.clock.advance(5)
         first.run_pending()
     assert stuck.started.wait(WAIT)
-    assert first.stop(timeout=0).still_running == ["report"]
-
-    # When another instance finds it, and abandons it
+    assert first.stop(timeout=0).still_running == [name]
     rescuer = Recorder()
-    second = group.scheduler(Job("report", IntervalSchedule(HOUR), rescuer, recover=False),
+    second = group.scheduler(Job(name, IntervalSchedule(HOUR), rescuer, recover=False),
                              instance_id="host-b:1")
     group.settle(second)
     assert rescuer.calls == []
+    return stuck
+
+
+def test_an_abandoned_occurrence_is_recorded_as_abandoned(group, schedulers):
+    # Given / When a run handed back at shutdown, which another instance abandons
+    stuck = abandoned_after_a_shutdown(group, schedulers)
 
     # Then the history shows the attempt that stopped, as abandoned
     (entry,) = group.control.history("report")
