@@ -290,6 +290,7 @@ class Claimer:
             misfire_grace_ms=None if grace is None else int(grace * 1000),
             max_recoveries=job.max_recoveries,
             definition_version=job.definition_version,
+            history_limit=self.config.history_limit,
         )
 
     def _apply_batch(self, batch: ClaimBatch, sent: float,

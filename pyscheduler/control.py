@@ -90,8 +90,10 @@ class HistoryEntry:
 
     ``kind`` is how its occurrence was claimed (``regular``, ``retry``, ``recovery``,
     ``manual``), ``outcome`` how it ended (a :class:`~pyscheduler.backends.base.RunOutcome`:
-    ``succeeded``, ``failed``, ``timed_out``), ``error`` its error text cut to
-    :data:`~pyscheduler.backends.base.HISTORY_ERROR_BYTES` (``""`` for none).
+    ``succeeded``, ``failed``, ``timed_out``, or ``abandoned`` when its holder stopped
+    mid-run and its recovery is exhausted or disabled: then ``instance_id`` is the holder's,
+    ``started_at`` when it claimed the run and ``duration`` ``0.0``), ``error`` its error text
+    cut to :data:`~pyscheduler.backends.base.HISTORY_ERROR_BYTES` (``""`` for none).
     """
 
     job: str

@@ -30,6 +30,7 @@ from pyscheduler import (
     Scheduler,
 )
 from pyscheduler.backends.base import JobState
+from pyscheduler.backends.claim_rules import ABANDONED_ERROR
 from pyscheduler.control import describe_schedule
 
 from .helpers import START, WAIT, Recorder, Schedulers, step
@@ -334,6 +335,45 @@ def test_a_timed_out_attempt_is_recorded_as_timed_out(group, schedulers):
     group.settle(scheduler)
     (entry,) = group.control.history("slow")
     assert (entry.outcome, entry.error) == ("timed_out", "timed out after 10 s")
+
+
+def abandoned_after_a_shutdown(group: Group, schedulers: Schedulers,
+                               name: str = "report") -> Recorder:
+    """Trigger ``name``, a job that may not be recovered, on a scheduler ``host-a:1`` that
+    stops (handing the occurrence back) while its handler still runs, and let another
+    instance, ``host-b:1``, find it and abandon it. Returns the stopped handler's recorder."""
+    release = schedulers.event()
+    stuck = Recorder(lambda ctx: release.wait(WAIT))
+    first = group.scheduler(Job(name, IntervalSchedule(HOUR), stuck, recover=False),
+                            instance_id="host-a:1")
+    group.control.trigger(name)
+    for _ in range(3):
+        group.clock.advance(5)
+        first.run_pending()
+    assert stuck.started.wait(WAIT)
+    assert first.stop(timeout=0).still_running == [name]
+    rescuer = Recorder()
+    second = group.scheduler(Job(name, IntervalSchedule(HOUR), rescuer, recover=False),
+                             instance_id="host-b:1")
+    group.settle(second)
+    assert rescuer.calls == []
+    return stuck
+
+
+def test_an_abandoned_occurrence_is_recorded_as_abandoned(group, schedulers):
+    # Given / When a run handed back at shutdown, which another instance abandons
+    stuck = abandoned_after_a_shutdown(group, schedulers)
+
+    # Then the history shows the attempt that stopped, as abandoned
+    (entry,) = group.control.history("report")
+    assert (entry.attempt, entry.kind, entry.instance_id, entry.outcome, entry.duration) == (
+        1, "manual", "host-a:1", "abandoned", 0.0)
+    assert entry.error == ABANDONED_ERROR
+    (_, scheduled_at, _, fence, _), = stuck.calls  # and it never ran again
+    assert (entry.scheduled_at, entry.fence) == (scheduled_at, fence)
+    assert group.control.history() == [entry]
+    info = group.control.job("report")
+    assert (info.run_count, info.failure_count, info.last_error) == (0, 1, ABANDONED_ERROR)
 
 
 def test_history_is_kept_to_the_configured_limit(group):

@@ -48,9 +48,12 @@ record simply expires. These methods are optional: their defaults raise
 *Run history* is optional too: an :class:`Outcome` with a positive ``history_limit`` makes
 :meth:`Backend.finish` record the attempt as a :class:`RunRecord` in the same transition,
 keeping the job's newest ``history_limit`` records and the group's newest
-:data:`GROUP_HISTORY_LIMIT`; :meth:`Backend.history` reads them back, and removing a job drops
-its records. A backend without history ignores ``history_limit`` and its
-:meth:`Backend.history` raises ``NotImplementedError`` (the default).
+:data:`GROUP_HISTORY_LIMIT`. A :class:`ClaimRequest` with a positive ``history_limit`` does
+the same for the attempt its claim *abandons* (its holder stopped mid-run and its recovery is
+exhausted or disabled), which no outcome will ever report: it is recorded as ``abandoned``.
+:meth:`Backend.history` reads them back, and removing a job drops its records. A backend
+without history ignores ``history_limit`` and its :meth:`Backend.history` raises
+``NotImplementedError`` (the default).
 """
 
 from __future__ import annotations
@@ -115,6 +118,9 @@ class RunOutcome:
     SUCCEEDED = "succeeded"  #: its handler returned
     FAILED = "failed"  #: its handler raised (a retry may follow, as another attempt)
     TIMED_OUT = "timed_out"  #: it ran past its timeout
+    #: its holder stopped mid-run (a crash, or a shutdown that handed it back) and its
+    #: recovery is exhausted or disabled, so a claim settled it as failed
+    ABANDONED = "abandoned"
 
 
 #: The error text a :class:`RunRecord` keeps, at most, in UTF-8 bytes (cut at a character
@@ -235,6 +241,9 @@ class ClaimRequest:
     :param following_ms: the regular occurrence after ``scheduled_ms``; ``None``: no more.
     :param misfire_grace_ms: a regular occurrence later than this is skipped; ``None``: no limit.
     :param max_recoveries: how often an orphaned occurrence may be re-claimed (0: never).
+    :param history_limit: as :attr:`Outcome.history_limit`, for the attempt this claim
+        abandons, if it does (see :meth:`Backend.claim`): record it in the run history,
+        keeping that many records of the job at most; ``0``: no record.
     """
 
     job_name: str
@@ -248,6 +257,7 @@ class ClaimRequest:
     #: the caller's :attr:`JobDefinition.version` of the job; ``""`` claims whatever version
     #: is stored
     definition_version: str = ""
+    history_limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -368,7 +378,8 @@ class RunRecord:
     :param owner: the attempt's owner token (its lease's), which names its instance.
     :param fence: the attempt's fencing token.
     :param started_ms: when it was claimed, on the backend's clock (epoch ms).
-    :param duration: how long its handler ran, in seconds.
+    :param duration: how long its handler ran, in seconds (``0.0`` for an abandoned
+        attempt, whose holder never said).
     :param outcome: a :class:`RunOutcome`.
     :param error: the error text, cut to :data:`HISTORY_ERROR_BYTES`; ``""`` for none.
     """
@@ -464,6 +475,16 @@ class Backend(Protocol):
         attempt + 1), a pending ``run_now``, or else the next regular occurrence, which is
         skipped instead when later than its misfire grace. Each claim bumps the fence to
         ``max(fence + 1, now in microseconds)`` so fences grow even across a data loss.
+
+        An orphaned or interrupted occurrence recovered ``max_recoveries`` times already is
+        *abandoned* instead: it settles as failed (the failure counters grow, not the run
+        count) and is listed in :attr:`ClaimBatch.abandoned`. Its request with a positive
+        ``history_limit`` also records the abandoned attempt in the run history, in the same
+        transition and trimmed as :meth:`finish` trims: a :class:`RunRecord` of that
+        attempt's stored claim (its scheduled time, attempt, kind, owner, fence, and its
+        claim time as ``started_ms``), ``duration`` ``0.0``, outcome
+        :attr:`RunOutcome.ABANDONED` and the abandonment's error text
+        (:data:`~.claim_rules.ABANDONED_ERROR`, cut as any error is).
 
         :param peek: report up to this many other due jobs in :attr:`ClaimBatch.due`.
         """

@@ -23,7 +23,9 @@ A claim (:func:`decide_claim`), first match wins:
    b. running under a lease that has not run out: :data:`REFUSE` (held);
    c. orphaned (its lease ran out) or interrupted at shutdown: :data:`ABANDON` once it was
       recovered ``max_recoveries`` times (it settles as failed, with
-      :data:`ABANDONED_ERROR`), else :class:`Take` as ``recovery``, recoveries + 1.
+      :data:`ABANDONED_ERROR`; with a positive ``history_limit`` the request also records
+      the abandoned attempt, from the latest claim's fields, as an ``abandoned`` run), else
+      :class:`Take` as ``recovery``, recoveries + 1.
 
 5. A pending ``run_now`` not later than the next regular run: :class:`Take` as ``manual`` at
    the time it was asked for, attempt 1; the request is cleared.
@@ -161,7 +163,9 @@ class ClaimVerdict(Enum):
     SUPERSEDED = "superseded"  #: refuse: the job is stored with another definition version
     REFUSE = "refuse"  #: refuse: paused, not due, not as the caller saw it, or held
     SKIP = "skip"  #: the next run becomes the request's ``following_ms``; report it skipped
-    ABANDON = "abandon"  #: settle as failed with ABANDONED_ERROR; report it abandoned
+    #: settle as failed with ABANDONED_ERROR; report it abandoned (and record it in the run
+    #: history if the request asks)
+    ABANDON = "abandon"
 
 
 RESEND = ClaimVerdict.RESEND

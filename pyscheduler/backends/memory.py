@@ -4,8 +4,9 @@ Every transition of the contract in :mod:`pyscheduler.backends.base` runs under 
 two ``Scheduler`` objects on one ``MemoryBackend`` never run the same occurrence twice; what
 each claim and outcome does is decided by :mod:`.claim_rules`, and applied here. The due
 index is a heap with lazy deletion: finding due work costs O(k log n), not a scan. The run
-history is kept beside each job (bounded by the outcomes' ``history_limit``) and for the
-group (bounded by ``GROUP_HISTORY_LIMIT``), as plain tuples.
+history is kept beside each job (bounded by the ``history_limit`` of the outcomes and of the
+claim requests that abandon an occurrence) and for the group (bounded by
+``GROUP_HISTORY_LIMIT``), as plain tuples.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .base import (
     Lease,
     OccurrenceStatus,
     Outcome,
+    RunOutcome,
     RunRecord,
     encodable,
     run_outcome,
@@ -264,11 +266,14 @@ class MemoryBackend(Backend):
                 runs = () if record is None else record.history[:max(0, limit)]
         return [RunRecord(*run) for run in runs]
 
-    def _remember(self, record: _Record, outcome: Outcome, error: str) -> None:
+    def _remember(self, record: _Record, limit: int, duration: float, outcome: str,
+                  error: str) -> None:
+        """Record the latest claim's attempt, finished or abandoned, keeping ``limit`` of the
+        job's records."""
         run: _Run = (record.name, record.scheduled_ms, record.attempt, record.kind,
-                     record.owner, record.fence, record.claimed_at_ms, float(outcome.duration),
-                     run_outcome(outcome), truncated_error(error))
-        record.history = (run,) + record.history[:outcome.history_limit - 1]
+                     record.owner, record.fence, record.claimed_at_ms, float(duration),
+                     outcome, truncated_error(error))
+        record.history = (run,) + record.history[:limit - 1]
         self._history.appendleft(run)
 
     # -- claiming ----------------------------------------------------------------------------
@@ -299,7 +304,7 @@ class MemoryBackend(Backend):
                     self._reindex(record)
                     skipped.append(record.name)
                 elif decision is ABANDON:
-                    self._settle(record, False, ABANDONED_ERROR, now)
+                    self._abandon(record, request.history_limit, now)
                     abandoned.append(record.name)
                 refused.append(DueEntry(record.name, record.due_ms, record.next_run_ms,
                                         superseded=decision is SUPERSEDED))
@@ -324,6 +329,11 @@ class MemoryBackend(Backend):
         record.lease_expires_ms = now + lease_ms
         self._reindex(record)
         return self._claim_of(record)
+
+    def _abandon(self, record: _Record, history_limit: int, now: int) -> None:
+        if history_limit > 0:  # from the abandoned claim's fields, which settling keeps
+            self._remember(record, history_limit, 0.0, RunOutcome.ABANDONED, ABANDONED_ERROR)
+        self._settle(record, False, ABANDONED_ERROR, now)
 
     @staticmethod
     def _claim_of(record: _Record) -> Claim:
@@ -362,7 +372,8 @@ class MemoryBackend(Backend):
     def _record_attempt(self, record: _Record, outcome: Outcome, now: int) -> None:
         error = encodable(outcome.error)  # as RedisBackend stores it
         if outcome.history_limit > 0:
-            self._remember(record, outcome, error)
+            self._remember(record, outcome.history_limit, outcome.duration,
+                           run_outcome(outcome), error)
         record.run_count += 1
         record.last_run_ms = record.claimed_at_ms
         record.last_duration = outcome.duration

@@ -501,13 +501,16 @@ class RedisBackend(Backend):
         rows = [[request.job_name, request.owner, int(request.expected_due_ms),
                  optional_arg(request.expected_next_run_ms), optional_arg(request.scheduled_ms),
                  optional_arg(request.following_ms), optional_arg(request.misfire_grace_ms),
-                 int(request.max_recoveries), request.definition_version]
+                 int(request.max_recoveries), request.definition_version,
+                 max(0, int(request.history_limit))]
                 for request in requests]
+        # Abandoning a claim records history as finishing does: the history arguments are
+        # always sent, the outcomes only when there are some.
         args: list[ScriptArg] = [max(1, int(lease_ms)), max(0, int(peek)), part.job_prefix,
-                                 part.lease_prefix, json_arg(rows)]
+                                 part.lease_prefix, *_history_args(part), json_arg(rows)]
         finished = [outcome.lease.job_name for outcome in outcomes]
         if outcomes:
-            args += [json_arg(outcome_rows(outcomes)), *_history_args(part)]
+            args.append(json_arg(outcome_rows(outcomes)))
         reply = self._call("claim", part,
                            [request.job_name for request in requests] + finished,
                            args, last_keys=[part.epochs])
@@ -738,7 +741,7 @@ class RedisBackend(Backend):
 
 
 def _history_args(part: PartitionKeys) -> list[ScriptArg]:
-    """The run-history arguments of the scripts that record outcomes (history_args)."""
+    """The run-history arguments of the scripts that record attempts (history_args)."""
     return [part.history_prefix, part.history, GROUP_HISTORY_LIMIT, HISTORY_ERROR_BYTES]
 
 

@@ -1,11 +1,11 @@
 """The run history as RedisBackend stores it: one JSON object per finished attempt, read back
 field by field.
 
-The finish logic of the Lua scripts (``record_run`` in ``lua/common.lua``) writes each
-record as a JSON object of text values (integers as decimal strings, exact past 2^53 where
-Lua's number formatting is not), pushed on the job's list and the group's. Anything may have
-written those keys, so a record is accepted only if every field is of our form; this module
-never evaluates what it reads.
+The Lua scripts (``record_attempt`` in ``lua/common.lua``, called by finish and by a claim
+that abandons an occurrence) write each record as a JSON object of text values (integers as
+decimal strings, exact past 2^53 where Lua's number formatting is not), pushed on the job's
+list and the group's. Anything may have written those keys, so a record is accepted only if
+every field is of our form; this module never evaluates what it reads.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ _INTEGER = re.compile(r"-?[0-9]{1,17}")
 _MAX_MS = 253_402_300_799_999
 _KINDS = frozenset({OccurrenceKind.REGULAR, OccurrenceKind.RETRY, OccurrenceKind.RECOVERY,
                     OccurrenceKind.MANUAL})
-_OUTCOMES = frozenset({RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.TIMED_OUT})
+_OUTCOMES = frozenset({RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.TIMED_OUT,
+                       RunOutcome.ABANDONED})
 
 
 def parse_dated_run(raw: object) -> tuple[int, RunRecord]:

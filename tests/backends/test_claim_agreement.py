@@ -276,7 +276,7 @@ def recovery_exhausted(side: Side) -> None:
     side.advance(1_000)
     side.claim(side.again("o2", max_recoveries=1), lease_ms=1_000)
     side.advance(1_000)
-    side.claim(side.again("o3", max_recoveries=1))  # abandoned
+    side.claim(side.again("o3", max_recoveries=1, history_limit=10))  # abandoned, recorded
     side.advance(3_000)
     side.claimed(side.claim(side.regular("o4")))
 
@@ -285,8 +285,22 @@ def recovery_disabled(side: Side) -> None:
     side.register(side.now() - 1_000)
     lease = side.claimed(side.claim(side.regular("o1")))
     side.interrupt(lease)
-    side.claim(side.again("o2", max_recoveries=0))  # abandoned at once
+    side.claim(side.again("o2", max_recoveries=0))  # abandoned at once, with no record
     side.finish(Outcome(lease, True))  # stale: changes nothing
+
+
+def abandonment_in_a_bounded_history(side: Side) -> None:
+    side.register(side.now() - 1_000)
+    lease = side.claimed(side.claim(side.regular("o1", following=side.now() + 1_000)))
+    side.finish(Outcome(lease, True, duration=0.2, history_limit=2))
+    side.advance(1_000)
+    lease = side.claimed(side.claim(side.regular("o2", following=side.now() + 1_000)))
+    side.finish(Outcome(lease, False, "boom", 0.3, history_limit=2))
+    side.advance(1_000)
+    side.claim(side.regular("o3", max_recoveries=0), lease_ms=1_000)
+    side.advance(1_000)
+    # abandoned: the job keeps it and the failure, the group all three
+    side.claim(side.again("o4", max_recoveries=0, history_limit=2))
 
 
 def run_now_manual(side: Side) -> None:
@@ -354,8 +368,8 @@ SCENARIOS = [regular_claim, coalesced_misses, one_time_job, refused_claims, misf
              retry_after_a_failure, retry_of_a_handler_still_running, failure_settles,
              long_error_in_history, lone_surrogate_in_an_error, orphan_recovered,
              retry_then_orphan, interrupted_run_recovered, recovery_exhausted, recovery_disabled,
-             run_now_manual, run_now_while_running, pause_and_resume, started_paused,
-             superseded_definition, resent_claim]
+             abandonment_in_a_bounded_history, run_now_manual, run_now_while_running,
+             pause_and_resume, started_paused, superseded_definition, resent_claim]
 
 
 # -- the comparison ---------------------------------------------------------------------------

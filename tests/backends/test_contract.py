@@ -26,8 +26,10 @@ from pyscheduler.backends.base import (
     Lease,
     OccurrenceKind,
     Outcome,
+    RunOutcome,
     RunRecord,
 )
+from pyscheduler.backends.claim_rules import ABANDONED_ERROR
 
 LONG = 60_000  # a lease no test outlives
 SHORT = 100  # a lease a test lets run out
@@ -980,3 +982,94 @@ def test_finish_and_claim_records_the_history_too(backend):
 def test_no_history_for_unknown_jobs_or_an_empty_group(backend):
     assert backend.history("nobody", 10) == []
     assert backend.history(None, 10) == []
+
+
+def abandon(backend, driver, name: str = "job", *, history_limit: int = 10,
+            owner: str = "lost") -> tuple[Claim, ClaimBatch]:
+    """Ask for a run now, let its claim's lease run out (recovery disabled) and have another
+    instance's claim abandon it, with ``history_limit``: the lost claim and that batch."""
+    backend.run_now(name)
+    lost = claim_one(backend, again(backend, name, owner, max_recoveries=0), lease_ms=SHORT)
+    driver.pass_instant(state_of(backend, name).due_ms)
+    batch = claim(backend, again(backend, name, "rescuer", max_recoveries=0,
+                                 history_limit=history_limit))
+    assert batch.abandoned == [name], batch
+    return lost, batch
+
+
+def test_an_abandoned_attempt_is_recorded_as_its_claim_stood(backend, driver):
+    # Given an occurrence recovered once, whose recovery also stopped mid-run
+    state = register_due(backend)
+    claim_one(backend, regular(state, "first", max_recoveries=1), lease_ms=SHORT)
+    driver.pass_instant(state_of(backend).due_ms)
+    second = claim_one(backend, again(backend, "job", "second", max_recoveries=1),
+                       lease_ms=SHORT)
+    driver.pass_instant(state_of(backend).due_ms)
+
+    # When a claim with a history limit abandons it
+    batch = claim(backend, again(backend, "job", "third", max_recoveries=1, history_limit=5))
+
+    # Then the abandoned attempt (the recovery) is in the job's history and the group's
+    assert batch.abandoned == ["job"]
+    record = RunRecord(job="job", scheduled_ms=state.next_run_ms, attempt=2,
+                       kind=OccurrenceKind.RECOVERY, owner="second", fence=second.fence,
+                       started_ms=second.claimed_at_ms, duration=0.0,
+                       outcome=RunOutcome.ABANDONED, error=ABANDONED_ERROR)
+    assert backend.history("job", 10) == [record]
+    assert backend.history(None, 10) == [record]
+    # And the state counts it as a failure, not as a run
+    after = state_of(backend)
+    assert (after.run_count, after.failure_count, after.last_error) == (0, 1, ABANDONED_ERROR)
+
+
+def test_an_abandoned_interrupted_attempt_is_recorded_too(backend):
+    # Given an occurrence its holder handed back at shutdown, with recovery disabled
+    state = register_due(backend)
+    held = claim_one(backend, regular(state, "stopping", max_recoveries=0))
+    assert backend.interrupt([lease_of(held)]) == [True]
+    # When another instance's claim abandons it
+    batch = claim(backend, again(backend, "job", "rescuer", max_recoveries=0,
+                                 history_limit=10))
+    # Then the interrupted attempt is recorded as abandoned
+    assert batch.abandoned == ["job"]
+    (record,) = backend.history("job", 10)
+    assert (record.owner, record.fence, record.attempt, record.kind, record.outcome) == (
+        "stopping", held.fence, 1, OccurrenceKind.REGULAR, RunOutcome.ABANDONED)
+
+
+def test_an_abandonment_without_a_history_limit_records_nothing(backend, driver):
+    register_idle(backend)
+    abandon(backend, driver, history_limit=0)
+    assert backend.history("job", 10) == [] and backend.history(None, 10) == []
+    assert state_of(backend).failure_count == 1
+
+
+def test_an_abandonment_keeps_the_jobs_history_to_its_limit(backend, driver):
+    # Given a job with three finished runs in its history
+    register_idle(backend)
+    for run in range(3):
+        run_once(backend, owner=f"run{run}", history_limit=3)
+    # When an occurrence is abandoned by a claim that keeps two records
+    abandon(backend, driver, history_limit=2)
+    # Then the job keeps the abandoned attempt and its newest run; the group keeps all four
+    assert [(r.owner, r.outcome) for r in backend.history("job", 10)] == [
+        ("lost", "abandoned"), ("run2", "succeeded")]
+    assert [r.owner for r in backend.history(None, 10)] == ["lost", "run2", "run1", "run0"]
+
+
+def test_finish_and_claim_records_an_outcome_and_an_abandonment(backend, driver):
+    # Given a run to finish, and another job whose holder stopped mid-run
+    first = claim_one(backend, regular(register_due(backend, "first")))
+    register_idle(backend, "second")
+    backend.run_now("second")
+    lost = claim_one(backend, again(backend, "second", "lost", max_recoveries=0),
+                     lease_ms=SHORT)
+    driver.pass_instant(state_of(backend, "second").due_ms)
+    # When one call finishes the first and abandons the second
+    _, batch = backend.finish_and_claim(
+        [Outcome(lease_of(first), True, duration=0.5, history_limit=10)], "instance",
+        [again(backend, "second", "rescuer", max_recoveries=0, history_limit=10)], LONG, 0)
+    # Then both are recorded, the outcome first
+    assert batch.abandoned == ["second"]
+    assert [(r.job, r.fence, r.outcome) for r in backend.history(None, 10)] == [
+        ("second", lost.fence, "abandoned"), ("first", first.fence, "succeeded")]

@@ -664,6 +664,59 @@ def test_the_job_list_is_trimmed_in_the_same_call(backend, client):
     assert client.llen(HISTORY_KEY) == 2 and client.llen(GROUP_HISTORY_KEY) == 4
 
 
+def handed_back(backend) -> ClaimRequest:
+    """Claim job "job" (registered with no regular occurrence) and hand it back as a shutdown
+    does: the request of a claim, with recovery disabled, that abandons it."""
+    backend.register([JobDefinition("job", None)])
+    backend.run_now("job")
+    (state,) = backend.get_states(["job"])
+    (claimed,) = backend.claim("i", [ClaimRequest("job", "stopping", state.due_ms,
+                                                  state.next_run_ms, None, None)],
+                               LONG, 0).claims
+    assert backend.interrupt([lease(claimed)]) == [True]
+    (state,) = backend.get_states(["job"])
+    return ClaimRequest("job", "rescuer", state.due_ms, state.next_run_ms, None, None,
+                        max_recoveries=0, history_limit=10)
+
+
+def test_an_abandonment_is_recorded_in_the_claim_script_itself(backend, client):
+    # Given an occurrence handed back, with recovery disabled
+    abandoning = handed_back(backend)
+    calls = script_calls(client)
+    pushes = int(client.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+    # When a claim abandons it
+    assert backend.claim("i", [abandoning], LONG, 0).abandoned == ["job"]
+    # Then one script call pushed its record on the job's list and the group's, as plain JSON
+    assert script_calls(client) == (calls[0] + 1, *calls[1:])
+    assert int(client.info("commandstats")["cmdstat_lpush"]["calls"]) == pushes + 2
+    (stored,) = client.lrange(HISTORY_KEY, 0, -1)
+    assert client.lrange(GROUP_HISTORY_KEY, 0, -1) == [stored]
+    record = json.loads(stored)
+    assert (record["outcome"], record["duration"], record["owner"], record["kind"]) == (
+        "abandoned", "0.0", "stopping", "manual")
+
+
+def test_request_rows_without_a_history_limit_abandon_without_a_record(backend, client,
+                                                                       monkeypatch):
+    # Given a client that sends request rows of 9 values, as before history_limit was one
+    abandoning = handed_back(backend)
+    original = backend._evalsha
+
+    def nine_values(name, keys, args, used_client):
+        if name == "claim":
+            args = list(args)
+            args[8] = json.dumps([row[:9] for row in json.loads(args[8])])
+        return original(name, keys, args, used_client)
+
+    monkeypatch.setattr(backend, "_evalsha", nine_values)
+    # When a claim abandons the occurrence
+    batch = backend.claim("i", [abandoning], LONG, 0)
+    # Then Redis takes the row as one without a history limit: abandoned, nothing recorded
+    assert batch.abandoned == ["job"]
+    assert client.exists(HISTORY_KEY, GROUP_HISTORY_KEY) == 0
+    assert backend.get_states(["job"])[0].failure_count == 1
+
+
 def _broken(**changes: object) -> str:
     record = valid_record()
     record.update(changes)

@@ -139,6 +139,22 @@ def test_the_job_page_shows_its_state_and_history(group, client):
     assert f"<td>{entry.fence}</td>" in history
 
 
+def test_an_abandoned_run_shows_as_abandoned_in_its_own_colour(group, client, schedulers):
+    # Given a run handed back at shutdown, which another instance abandoned
+    test_control.abandoned_after_a_shutdown(group, schedulers)
+    # When the jobs page and the job's page are asked for
+    jobs, job = client.get("/").text, client.get("/job?name=report").text
+    # Then both mark the run abandoned, with a colour of its own, and say why
+    row = jobs[jobs.index('<tr data-job="report">'):]
+    row = row[:row.index("</tr>")]
+    assert re.findall(r'class="run run-(\w+)"', row) == ["abandoned"]
+    assert '<td class="result">abandoned: <span class="error">abandoned: its holder' in row
+    assert ".run-abandoned{background:" in jobs
+    history = job[job.index("<h2>History</h2>"):]
+    assert '<span class="run run-abandoned"></span> abandoned' in history
+    assert "host-a:1" in history
+
+
 def test_the_instances_page_lists_the_live_instances(group, client):
     group.scheduler(hourly("a"), instance_id="web-1:<b>42</b>")
     page = client.get("/instances").text

@@ -2,12 +2,13 @@
 -- peek at other due jobs.
 -- KEYS: common layout, one (job, lease) pair per request, then one per outcome, and last
 --   the group's change counters (see bump_epoch)
--- ARGV: lease_ms, peek, job key prefix, lease key prefix (for the peeked jobs, which share
---       the hash tag), then the requests as a JSON array of arrays of 9 values: name, owner,
---       expected_due_ms, expected_next_run_ms, scheduled_ms, following_ms, misfire_grace_ms
---       ('' = none for the last four), max_recoveries, definition version ('' = any);
---       optionally the outcomes to record first, as finish takes them, followed by the
---       run-history arguments (see history_args in common.lua)
+-- ARGV: [1] lease_ms, [2] peek, [3] job key prefix, [4] lease key prefix (for the peeked
+--       jobs, which share the hash tag), [5..8] the run-history arguments (see history_args
+--       in common.lua), [9] the requests as a JSON array of arrays of 10 values: name,
+--       owner, expected_due_ms, expected_next_run_ms, scheduled_ms, following_ms,
+--       misfire_grace_ms ('' = none for the last four), max_recoveries, definition version
+--       ('' = any), history_limit (0 or missing = no record of an abandoned attempt);
+--       [10] optionally, the outcomes to record first, as finish takes them
 -- Returns {{claimed, finished}, corrupt}: finished is what finish_outcomes returns for the
 -- outcomes, and claimed the JSON array
 -- [now_ms, claims, refused, due, skipped, abandoned, members_epoch, removals_epoch]:
@@ -15,7 +16,11 @@
 --   refused[i], due[i] = {name, due_ms, next_run_ms, missing, removed, superseded (0/1)}
 local lease_ms, peek = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now_ms, now_us = server_now()
+local history = history_args(5, now_us)
 local claims, refused, due, skipped, abandoned = {}, {}, {}, {}, {}
+-- claim_rules.ABANDONED_ERROR: the last error of an abandoned occurrence
+local ABANDONED_ERROR = 'abandoned: its holder stopped before finishing and recovery is '
+                        .. 'exhausted or disabled'
 
 local function claim_of(job)
   return {job.name, job.owner, fmt(job.fence), fmt(job.scheduled), job.attempt, job.kind,
@@ -61,8 +66,9 @@ local function claim_one(job, req)
       return nil
     end
     if job.recoveries >= req.max_recoveries then
-      settle(job, false, 'abandoned: its holder stopped before finishing and recovery is '
-             .. 'exhausted or disabled', now_ms)
+      -- No outcome will report this attempt: the claim that gives it up records it.
+      record_attempt(job, req.history_limit, '0.0', 'abandoned', ABANDONED_ERROR, history)
+      settle(job, false, ABANDONED_ERROR, now_ms)
       store(job)
       abandoned[#abandoned + 1] = job.name
       return nil
@@ -97,11 +103,11 @@ local function moved_past(req, key)
   return {req.name, due, next_run, 0, 0, superseded(ver or '', req.version) and 1 or 0}
 end
 
-local rows = cjson.decode(ARGV[5])
+local rows = cjson.decode(ARGV[9])
 local finished = {}
-if ARGV[6] then
+if ARGV[10] then
   -- First, so that what they change (a retry due at once, a job settled) is what is claimed.
-  finished = finish_outcomes(cjson.decode(ARGV[6]), #rows, now_ms, history_args(7, now_us))
+  finished = finish_outcomes(cjson.decode(ARGV[10]), #rows, now_ms, history)
 end
 
 local requested, distinct = {}, 0
@@ -109,7 +115,7 @@ for i, r in ipairs(rows) do
   local req = {
     name = r[1], owner = r[2], expected_due = tonumber(r[3]), expected_next = opt_int(r[4]),
     scheduled = opt_int(r[5]), following = opt_int(r[6]), grace = opt_int(r[7]),
-    max_recoveries = tonumber(r[8]), version = r[9] or ''}
+    max_recoveries = tonumber(r[8]), version = r[9] or '', history_limit = tonumber(r[10])}
   if not requested[req.name] then
     requested[req.name] = true
     distinct = distinct + 1

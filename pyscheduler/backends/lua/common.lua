@@ -307,16 +307,18 @@ local function history_args(first, now_us)
           now_us = now_us}
 end
 
--- Record a finished attempt in the run history, if its outcome row asks for it: one JSON
+-- Record the latest claim's attempt in the run history, finished (from its outcome row) or
+-- abandoned (by a claim), keeping limit records of the job (nil or 0: no record): one JSON
 -- object of text values (parse_dated_run in redis_history.py reads it back), pushed on the
--- job's list and the group's, each trimmed to its bound.
-local function record_run(job, o, history)
-  local limit = tonumber(o[10])
-  if history == nil or limit == nil or limit <= 0 then return end
+-- job's list and the group's, each trimmed to its bound. duration is a decimal string of
+-- seconds, outcome a RunOutcome of base.py. Called before the attempt is settled or retried,
+-- which keeps the claim's fields anyway.
+local function record_attempt(job, limit, duration, outcome, err, history)
+  if limit == nil or limit <= 0 then return end
   local record = cjson.encode({
     v = 1, job = job.name, scheduled = fmt(job.scheduled), attempt = fmt(job.attempt),
     kind = job.kind, owner = job.owner, fence = fmt(job.fence), started = fmt(job.claimed_at),
-    duration = o[6], outcome = o[9], error = cut_utf8(o[5], history.error_bytes),
+    duration = duration, outcome = outcome, error = cut_utf8(err, history.error_bytes),
     recorded = fmt(history.now_us)})
   push_bounded(history.prefix .. job.name, record, limit)
   push_bounded(history.group, record, history.group_limit)
@@ -334,7 +336,7 @@ local function finish_outcomes(rows, offset, now_ms, history)
   for i, o in ipairs(rows) do
     local job = fetch(o[1], job_keys(offset + i))
     if owns(job, o[2], tonumber(o[3])) then
-      record_run(job, o, history)
+      record_attempt(job, tonumber(o[10]), o[6], o[9], o[5], history)
       local succeeded, err, retry_delay = tonumber(o[4]) == 1, o[5], opt_int(o[7])
       release(job)
       job.run_count = job.run_count + 1

@@ -44,7 +44,7 @@ background:#e3e6eb}
 .status-failed{background:#ffd9d9}
 .strip{display:flex;gap:2px}.run{width:.7em;height:1.1em;border-radius:2px;background:#bbb}
 .run-succeeded{background:#2e9d4a}.run-failed{background:#d33b3b}
-.run-timed_out{background:#e08a1e}
+.run-timed_out{background:#e08a1e}.run-abandoned{background:#7d3c98}
 .error{color:#a32020;white-space:pre-wrap;word-break:break-word}
 form{display:inline;margin:0}button,.button{font:inherit;padding:.1em .6em;cursor:pointer;
 border:1px solid #aab;border-radius:3px;background:#fff;color:#1d2330;text-decoration:none}
