@@ -5,10 +5,13 @@ any machine that reaches its Redis, with no scheduler running there.
 ``trigger`` and ``remove`` change it, all through :class:`~pyscheduler.Control`; ``next``
 prints the next occurrences of a schedule, with no backend at all. Each command prints an
 aligned table for people, or with ``--json`` one JSON document for scripts (the
-``to_dict()`` of what the library returns). This module only wires the command line to the
-library: :mod:`pyscheduler.cli` registers each command from :data:`COMMANDS`; another
-command on a group takes its options and its Control from :func:`connection_options` and
-:func:`open_control`.
+``to_dict()`` of what the library returns). The tables of ``jobs``, ``history``,
+``instances`` and ``show`` fit the terminal's width by default (times relative to now, long
+cells clipped); ``--wide`` gives every column in full, with the UTC instants.
+
+This module only wires the command line to the library: :mod:`pyscheduler.cli` registers
+each command from :data:`COMMANDS`; another command on a group takes its options and its
+Control from :func:`connection_options` and :func:`open_control`.
 
 Exit codes: 0 done; 1 an unknown job, or a backend that cannot be reached or refused (one
 line on stderr naming the job or the address, no traceback); 2 a bad command line.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from .schedules import Schedule
 
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+    Options = argparse._ActionsContainer
 
 __all__ = ["COMMANDS", "DEFAULT_REDIS_URL", "OPERATOR_CLIENT_OPTIONS", "connection_options",
            "open_control"]
@@ -55,8 +60,11 @@ _DEFAULT_PREFIX = "pyscheduler"
 
 #: Runs ``show`` lists by default, and ``history``.
 _SHOW_RUNS, _HISTORY_RUNS = 10, 50
-#: Widest an error text gets in a table; ``show`` prints it whole.
+#: Widest an error text gets in a --wide table; ``show`` prints it whole.
 _ERROR_WIDTH = 60
+#: Width of the fitted tables when stdout is not a terminal and $COLUMNS is not set: what a
+#: pipe or a file receives does not depend on the window the command was started from.
+_PIPE_WIDTH = 120
 #: Most occurrences ``next`` computes.
 _MAX_COUNT = 1_000
 _EVERY = "every:"
@@ -87,9 +95,15 @@ def connection_options() -> argparse.ArgumentParser:
     return options
 
 
-def _json_option(parser: argparse.ArgumentParser) -> None:
+def _json_option(parser: Options) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document (UTC ISO 8601 times) instead of a table")
+
+
+def _width() -> int:
+    """Characters a table line may take: $COLUMNS if set, else the terminal's width, else
+    (stdout is a pipe or a file) :data:`_PIPE_WIDTH`."""
+    return shutil.get_terminal_size(fallback=(_PIPE_WIDTH, 24)).columns
 
 
 def open_control(args: argparse.Namespace) -> Control:
@@ -183,7 +197,18 @@ def _failures(job: JobInfo) -> str:
     return str(job.failure_count)
 
 
-def _job_rows(jobs: Sequence[JobInfo], now: datetime) -> str:
+def _job_rows(jobs: Sequence[JobInfo], now: datetime, wide: bool) -> str:
+    if wide:
+        return _wide_job_rows(jobs, now)
+    rows = [[terminal.printable(job.name), job.status.value, terminal.printable(job.schedule),
+             terminal.ago(job.next_run_at, now), terminal.ago(job.last_run_at, now),
+             str(job.run_count), _failures(job), _text(job.last_error)] for job in jobs]
+    # the schedule is clipped before the name: the name is what tells the rows apart
+    return terminal.table(["NAME", "STATUS", "SCHEDULE", "NEXT RUN", "LAST RUN", "RUNS",
+                           "FAILURES", "LAST ERROR"], rows, _width(), give_way=(2, 0))
+
+
+def _wide_job_rows(jobs: Sequence[JobInfo], now: datetime) -> str:
     rows = [[terminal.printable(job.name), job.status.value, terminal.printable(job.schedule),
              terminal.when(job.next_run_at, now), terminal.when(job.last_run_at, now),
              str(job.run_count), _failures(job), _text(job.holder),
@@ -192,7 +217,18 @@ def _job_rows(jobs: Sequence[JobInfo], now: datetime) -> str:
                            "FAILURES", "HOLDER", "LAST ERROR"], rows)
 
 
-def _history_rows(entries: Sequence[HistoryEntry], now: datetime) -> str:
+def _history_rows(entries: Sequence[HistoryEntry], now: datetime, wide: bool) -> str:
+    if wide:
+        return _wide_history_rows(entries, now)
+    rows = [[terminal.ago(entry.started_at, now), terminal.printable(entry.job),
+             str(entry.attempt), terminal.printable(entry.kind),
+             terminal.printable(entry.outcome), terminal.seconds(entry.duration),
+             _text(entry.error)] for entry in entries]
+    return terminal.table(["STARTED", "JOB", "ATTEMPT", "KIND", "OUTCOME", "DURATION",
+                           "ERROR"], rows, _width(), give_way=(1,))
+
+
+def _wide_history_rows(entries: Sequence[HistoryEntry], now: datetime) -> str:
     rows = [[terminal.when(entry.started_at, now), terminal.printable(entry.job),
              str(entry.attempt), terminal.printable(entry.kind),
              terminal.printable(entry.outcome), terminal.seconds(entry.duration),
@@ -202,17 +238,21 @@ def _history_rows(entries: Sequence[HistoryEntry], now: datetime) -> str:
                            "INSTANCE", "FENCE", "SCHEDULED FOR", "ERROR"], rows)
 
 
-def _instance_rows(instances: Sequence[InstanceInfo], now: datetime) -> str:
+def _instance_rows(instances: Sequence[InstanceInfo], now: datetime, wide: bool) -> str:
     from ._time import from_ms
 
+    since = terminal.when if wide else terminal.ago
     rows = [[terminal.printable(info.instance_id), _text(info.host), str(info.pid),
-             terminal.when(from_ms(info.started_at_ms), now),
-             terminal.when(from_ms(info.last_heartbeat_ms) if info.last_heartbeat_ms else None,
-                           now),
+             since(from_ms(info.started_at_ms), now),
+             since(from_ms(info.last_heartbeat_ms) if info.last_heartbeat_ms else None, now),
              _text(info.library_version), str(info.max_concurrent),
              _text(", ".join(info.running))] for info in instances]
-    return terminal.table(["INSTANCE", "HOST", "PID", "STARTED", "LAST HEARTBEAT", "VERSION",
-                           "SLOTS", "RUNNING"], rows)
+    headers = ["INSTANCE", "HOST", "PID", "STARTED", "LAST HEARTBEAT", "VERSION", "SLOTS",
+               "RUNNING"]
+    if wide:
+        return terminal.table(headers, rows)
+    # the host is clipped before the instance id, which tells the rows apart
+    return terminal.table(headers, rows, _width(), give_way=(1, 0))
 
 
 def _job_fields(job: JobInfo, now: datetime) -> str:
@@ -244,12 +284,13 @@ def _jobs(control: Control, args: argparse.Namespace) -> int:
 
 def _listing(args: argparse.Namespace, items: Sequence[_Item],
              as_dict: Callable[[_Item], dict[str, object]],
-             rows: Callable[[Sequence[_Item], datetime], str], empty: str) -> int:
-    """A list read from the group: a JSON array, a table, or the line ``empty``."""
+             rows: Callable[[Sequence[_Item], datetime, bool], str], empty: str) -> int:
+    """A list read from the group: a JSON array, a table (``--wide`` or fitted), or the line
+    ``empty``."""
     if args.json:
         _emit_json([as_dict(item) for item in items])
     else:
-        _say(rows(items, _now()) if items else empty)
+        _say(rows(items, _now(), args.wide) if items else empty)
     return _OK
 
 
@@ -262,7 +303,7 @@ def _show(control: Control, args: argparse.Namespace) -> int:
     now = _now()
     _say(_job_fields(job, now))
     _say("")
-    _say(f"recent runs (newest first):\n{_history_rows(history, now)}" if history
+    _say(f"recent runs (newest first):\n{_history_rows(history, now, args.wide)}" if history
          else "no runs recorded")
     return _OK
 
@@ -436,12 +477,21 @@ class _Command:
     description: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     handler: Callable[[argparse.Namespace], int]
+    #: For a command that prints a table fitted to the terminal, what --wide adds to it (for
+    #: its help); None for one that has no such table.
+    wide: Optional[str] = None
 
     def __call__(self, commands: Commands) -> None:
         """Add the command to ``commands`` (the top parser's subparsers)."""
         parser = commands.add_parser(self.name, help=self.help, description=self.description,
                                      epilog=_EXIT_STATUS, parents=[connection_options()])
-        _json_option(parser)
+        output = parser.add_mutually_exclusive_group()
+        _json_option(output)
+        if self.wide is not None:
+            output.add_argument("--wide", action="store_true",
+                                help=f"print every column in full: {self.wide} (default: "
+                                "times relative to now, and the table fitted to $COLUMNS, "
+                                f"else the terminal's width, else {_PIPE_WIDTH})")
         self.add_arguments(parser)
         parser.set_defaults(handler=self.handler)
 
@@ -498,21 +548,28 @@ def _describe(what: str) -> str:
            f"${_URL_VARIABLE} and ${_PREFIX_VARIABLE}."
 
 
+_WIDE_RUNS = (f"UTC start times, and each run's INSTANCE, FENCE and SCHEDULED FOR; errors cut "
+              f"at {_ERROR_WIDTH} characters")
+
 #: The operator commands, in the order --help lists them; each adds its own subparser.
 COMMANDS: tuple[Callable[[Commands], None], ...] = (
     _Command("jobs", "list the group's jobs with their state",
              _describe("List every job the group stores, whoever registered it: status, "
-                       "schedule, next and last run, counts, the instance running it now and "
-                       "the last error."), _no_arguments, _against_group(_jobs)),
+                       "schedule, next and last run, counts and the last error (with --wide, "
+                       "also the instance running it now)."), _no_arguments,
+             _against_group(_jobs), wide="UTC times with how far from now, and HOLDER, the "
+             f"instance running the job now; errors cut at {_ERROR_WIDTH} characters"),
     _Command("show", "show one job's state and its recent runs",
              _describe("Show one job: its whole state and its recent runs."),
-             _show_arguments, _against_group(_show)),
+             _show_arguments, _against_group(_show), wide=_WIDE_RUNS),
     _Command("history", "list finished runs, newest first",
              _describe("List finished runs (attempts), newest first: one job's, or the "
-                       "group's across jobs."), _history_arguments, _against_group(_history)),
+                       "group's across jobs."), _history_arguments, _against_group(_history),
+             wide=_WIDE_RUNS),
     _Command("instances", "list the group's live schedulers",
              _describe("List the group's live instances (started schedulers) as their last "
-                       "heartbeats recorded them."), _no_arguments, _against_group(_instances)),
+                       "heartbeats recorded them."), _no_arguments, _against_group(_instances),
+             wide="UTC times with how long ago"),
     _Command("pause", "pause a job for the whole group",
              _describe("Pause a job for every scheduler of the group, from its next tick (a "
                        "run in flight goes on)."), _job_name,

@@ -1,12 +1,12 @@
-"""Text for a terminal: aligned tables, instants with how long ago or from now, and untrusted
-text made safe to print.
+"""Text for a terminal: aligned tables (fitted to a width if asked), instants with how long ago
+or from now, and untrusted text made safe to print.
 
 What the operator commands show is read from a backend that anything may have written: a
 job name or an error text holding terminal escape sequences must print as visible text, not
 move the cursor, retitle the window or hide the rest of the line. Everything from a backend
 goes through :func:`printable` before it is shown. This module only formats; it reads
-nothing, and the JSON output (``--json``) does not use it (``json`` escapes control
-characters itself).
+nothing (not even the terminal's width: the caller passes it), and the JSON output
+(``--json``) does not use it (``json`` escapes control characters itself).
 """
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 #: Gap between table columns.
 _GAP = "  "
+#: Narrowest the last column of a fitted table is clipped to, however narrow the width: an
+#: error text cut shorter says nothing, and a line that wraps is better than that.
+_LAST_COLUMN_MINIMUM = 20
+#: Narrowest a column that gives way is clipped to (its header's width if that is more): a
+#: name cut shorter no longer tells the rows apart.
+_GIVE_WAY_MINIMUM = 12
 
 #: (seconds in the unit, its name), largest first, for :func:`ago`.
 _UNITS = ((86_400, "d"), (3_600, "h"), (60, "min"), (1, "s"))
@@ -68,9 +74,11 @@ def when(value: Optional[datetime], now: datetime, precise: bool = False) -> str
     return f"{instant(value, precise)} ({ago(value, now)})"
 
 
-def ago(value: datetime, now: datetime) -> str:
+def ago(value: Optional[datetime], now: datetime) -> str:
     """How far ``value`` is from ``now``: ``in 5 min``, ``3 h 10 min ago``, ``in 2 d 5 h``,
-    ``now`` (within a second). Parts are whole units, rounded down."""
+    ``now`` (within a second); ``-`` for none. Parts are whole units, rounded down."""
+    if value is None:
+        return "-"
     delta = (value - now).total_seconds()
     left = int(abs(delta))
     if left < 1:
@@ -94,13 +102,44 @@ def seconds(value: Optional[float]) -> str:
     return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: Optional[int] = None,
+          give_way: Sequence[int] = ()) -> str:
     """``rows`` under ``headers``, each column as wide as its widest cell, two spaces apart;
     the last column is not padded (no trailing blanks). The cells must already be
-    :func:`printable`."""
+    :func:`printable`.
+
+    With ``width``, the lines are fitted to that many characters by clipping cells
+    (:func:`clip`): the last column gets what the others leave, but never less than 20
+    characters; where even that does not fit, the columns ``give_way`` (indices, the last
+    column not among them) are clipped too, one after the other in that order, each to no
+    less than 12 characters or its header. A line is wider than ``width`` only when all of
+    them are down to that.
+    """
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+    if width is not None:
+        widths = _fitted(widths, headers, width, give_way)
+        rows = [[clip(cell, size) for cell, size in zip(cells, widths)] for cells in rows]
     lines = []
     for cells in (headers, *rows):
-        padded = [cell.ljust(width) for cell, width in zip(cells[:-1], widths)]
+        padded = [cell.ljust(size) for cell, size in zip(cells[:-1], widths)]
         lines.append(_GAP.join([*padded, cells[-1]]).rstrip())
     return "\n".join(lines)
+
+
+def _fitted(widths: list[int], headers: Sequence[str], width: int,
+            give_way: Sequence[int]) -> list[int]:
+    """The column widths of :func:`table` fitted to ``width``."""
+    fitted = list(widths)
+    last_floor = min(fitted[-1], max(_LAST_COLUMN_MINIMUM, len(headers[-1])))
+    gaps = len(_GAP) * (len(fitted) - 1)
+    excess = sum(fitted[:-1]) + gaps + last_floor - width
+    for index in give_way:
+        if excess <= 0:
+            break
+        floor = min(fitted[index], max(_GIVE_WAY_MINIMUM, len(headers[index])))
+        cut = min(fitted[index] - floor, excess)
+        fitted[index] -= cut
+        excess -= cut
+    left = width - sum(fitted[:-1]) - gaps
+    fitted[-1] = max(min(fitted[-1], left), last_floor)
+    return fitted

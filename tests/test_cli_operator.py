@@ -58,9 +58,10 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
 def pyscheduler(*args: str, env: Optional[dict[str, str]] = None,
                 stdin: Optional[int] = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
     """``python -m pyscheduler ARGS`` from this worktree, with no PYSCHEDULER_* variable of
-    the outer environment (only those of ``env``)."""
+    the outer environment (only those of ``env``), nor its COLUMNS: the tables are as wide as
+    on a pipe (120) unless ``env`` says."""
     clean = {key: value for key, value in os.environ.items()
-             if not key.startswith("PYSCHEDULER_")}
+             if not key.startswith("PYSCHEDULER_") and key not in ("COLUMNS", "LINES")}
     clean["PYTHONPATH"] = str(ROOT)
     clean.update(env or {})
     return subprocess.run([sys.executable, "-m", "pyscheduler", *args], env=clean, stdin=stdin,
@@ -177,22 +178,46 @@ def test_jobs_json_is_every_job_of_the_group_field_by_field(group):
         assert ISO_UTC.match(report[key]), (key, report[key])
 
 
+#: how far an instant is from now, as the tables show it
+RELATIVE = r"(in \d+ (d|h|min|s)( \d+ (h|min))?|\d+ (d|h|min|s)( \d+ (h|min))? ago|now)"
+
+
+def aligned(header: str, rows: list[str], titles: tuple[str, ...]) -> None:
+    """Every column of ``titles`` starts, in each row, where its header does."""
+    for title in titles:
+        column = header.index(title)
+        assert all(row[column - 2:column] == "  " and row[column] != " " for row in rows), title
+
+
 @pytest.mark.redis
-def test_jobs_table_is_aligned_with_the_names_and_values(group):
+def test_jobs_table_is_aligned_with_the_names_and_relative_times(group):
     out = ok(group.run("jobs"))
     header, *rows = out.splitlines()
     assert header.split() == ["NAME", "STATUS", "SCHEDULE", "NEXT", "RUN", "LAST", "RUN",
-                              "RUNS", "FAILURES", "HOLDER", "LAST", "ERROR"]
+                              "RUNS", "FAILURES", "LAST", "ERROR"]
     assert [row.split()[:2] for row in rows] == [["cleanup", "paused"], ["report", "scheduled"]]
-    # every column starts where its header does
-    for title in ("STATUS", "SCHEDULE", "NEXT RUN", "RUNS", "HOLDER"):
-        column = header.index(title)
-        assert all(row[column - 2:column] == "  " and row[column] != " " for row in rows), title
+    aligned(header, rows, ("STATUS", "SCHEDULE", "NEXT RUN", "LAST RUN", "RUNS", "FAILURES",
+                           "LAST ERROR"))
     assert "cron 0 3 * * * (Europe/Paris)" in rows[0] and "every 1h" in rows[1]
+    # times are only how far from now: no instant, and no holder column
+    assert not re.search(r"\d{4}-\d\d-\d\dT", out), out
+    next_run = header.index("NEXT RUN")
+    last_run = header.index("LAST RUN")
+    assert re.fullmatch(RELATIVE, rows[1][next_run:last_run].strip()), rows[1]
+    assert rows[0][last_run:].split()[0] == "-"  # never ran
+
+
+@pytest.mark.redis
+def test_jobs_wide_has_the_instants_and_the_holder(group):
+    out = ok(group.run("jobs", "--wide"))
+    header, *rows = out.splitlines()
+    assert header.split() == ["NAME", "STATUS", "SCHEDULE", "NEXT", "RUN", "LAST", "RUN",
+                              "RUNS", "FAILURES", "HOLDER", "LAST", "ERROR"]
+    aligned(header, rows, ("STATUS", "SCHEDULE", "NEXT RUN", "RUNS", "HOLDER"))
     next_run = group.control.job("report").next_run_at
     assert next_run is not None
-    assert f"{next_run:%Y-%m-%dT%H:%M:%S}" in rows[1]
-    assert re.search(r"Z \((in \d+ (d|h|min|s)|\d+ (d|h|min|s) ago|now)\)", rows[1]), rows[1]
+    assert f"{next_run:%Y-%m-%dT%H:%M:%S}Z (" in rows[1]
+    assert re.search(rf"Z \({RELATIVE}\)", rows[1]), rows[1]
 
 
 @pytest.mark.redis
@@ -251,10 +276,16 @@ def test_history_lists_the_groups_runs_newest_first_and_takes_a_limit(group):
     assert group.json("history", "cleanup") == []
     assert group.json("history", "--limit", "0") == []
     table = ok(group.run("history", "report")).splitlines()
-    assert table[0].split()[:4] == ["STARTED", "JOB", "ATTEMPT", "KIND"]
+    assert table[0].split() == ["STARTED", "JOB", "ATTEMPT", "KIND", "OUTCOME", "DURATION",
+                                "ERROR"]
     assert len(table) == 3
-    assert re.search(r"\)  report  2  +retry  +succeeded  ", table[1]), table[1]
-    assert re.search(r"\)  report  1  +manual  +failed  ", table[2]), table[2]
+    assert re.match(rf"{RELATIVE} +report  2  +retry  +succeeded  ", table[1]), table[1]
+    assert re.match(rf"{RELATIVE} +report  1  +manual  +failed  ", table[2]), table[2]
+    wide = ok(group.run("history", "report", "--wide")).splitlines()
+    assert wide[0].split() == ["STARTED", "JOB", "ATTEMPT", "KIND", "OUTCOME", "DURATION",
+                               "INSTANCE", "FENCE", "SCHEDULED", "FOR", "ERROR"]
+    assert re.search(r"Z \(.*\)  report  2  +retry  +succeeded  .*  host-a:1  ", wide[1])
+    assert re.search(r"Z \(.*\)  report  1  +manual  +failed  .*  host-a:1  ", wide[2])
 
 
 @pytest.mark.redis
@@ -268,6 +299,138 @@ def test_instances_lists_the_live_schedulers(group):
     header, row = ok(group.run("instances")).splitlines()
     assert header.split()[:3] == ["INSTANCE", "HOST", "PID"]
     assert row.split()[0] == "host-a:1" and str(os.getpid()) in row.split()
+    assert not re.search(r"\d{4}-\d\d-\d\dT", row), row
+    header, row = ok(group.run("instances", "--wide")).splitlines()
+    assert row.split()[0] == "host-a:1"
+    assert row.count("Z (") == 2, row  # started and last heartbeat, as instants
+
+
+#: a job name, schedule and error too long for a table on a narrow terminal
+LONG_NAME = "nightly-export-of-the-warehouse-tables-to-the-archive"
+LONG_SCHEDULE = CronSchedule("*/15 9-17 * * MON-FRI", "America/New_York")
+SHOWN_SCHEDULE = "cron */15 9-17 * * MON-FRI (America/New_York)"
+LONG_ERROR = f"{HOSTILE} {'the archive did not answer; ' * 8}"
+#: the long-named job's last error as the tables show it (whole, but for the clipping)
+SHOWN_ERROR = "RuntimeError: disk \\x1b[31mfull\\x1b[0m <b>\\u202e the"
+
+
+def fails_at_length() -> None:
+    raise RuntimeError(LONG_ERROR)
+
+
+@pytest.fixture
+def crowded(redis_server: RedisServer, schedulers: Schedulers) -> Iterator[Group]:
+    # Given a group with a job whose name, schedule and last error (hostile text first) are
+    # long, and a job "slow" that host-a:1 is running now
+    release = schedulers.event()
+    scheduler, clock, control = start_group(
+        redis_server, schedulers, PREFIX, Job(LONG_NAME, LONG_SCHEDULE, fails_at_length),
+        Job("slow", IntervalSchedule(HOUR), lambda: release.wait(WAIT)))
+    with control:
+        control.trigger(LONG_NAME)
+        for _ in range(20):
+            clock.advance(5)
+            step(scheduler)
+            if control.history(LONG_NAME):
+                break
+        control.trigger("slow")
+        for _ in range(20):
+            clock.advance(5)
+            scheduler.run_pending()  # not step: "slow" returns only at teardown
+            if control.job("slow").holder:
+                break
+        assert control.job(LONG_NAME).last_error.endswith(LONG_ERROR)
+        assert control.job("slow").holder == "host-a:1"
+        yield Group(redis_server, scheduler, clock, control)
+
+
+def cells(row: str) -> list[str]:
+    """A table row's cells (none of the test's holds two spaces in a row)."""
+    return re.split(r"  +", row)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("columns", [120, 240])
+def test_the_jobs_table_fits_the_terminals_width(crowded, columns):
+    # When an operator lists the jobs on a terminal of that width
+    out = ok(crowded.run("jobs", env={"COLUMNS": str(columns)}))
+
+    # Then the long row takes it exactly, its error clipped to what is left; no line is wider
+    header, *rows = out.splitlines()
+    assert max(len(line) for line in out.splitlines()) == columns
+    (long_row,) = [row for row in rows if row.startswith(LONG_NAME[:11])]
+    assert len(long_row) == columns
+    error = long_row[header.index("LAST ERROR"):]
+    assert error.endswith("…") and len(error) >= 20
+    assert SHOWN_ERROR.startswith(error[:-1]) or error[:-1].startswith(SHOWN_ERROR)
+    # And the control characters print as escapes
+    assert "\x1b" not in out and "\u202e" not in out
+    name, _, schedule = cells(long_row)[:3]
+    if columns == 240:  # room for the name and the schedule, and more of the error
+        assert (name, schedule) == (LONG_NAME, SHOWN_SCHEDULE)
+        assert error.startswith(SHOWN_ERROR)
+    else:  # the schedule gives way first, down to 12 characters, then the name
+        assert schedule == "cron */15 9…"
+        assert name.endswith("…") and LONG_NAME.startswith(name[:-1]) and len(name) >= 12
+    # the holder is not in the table
+    assert "HOLDER" not in header and "host-a:1" not in out
+    (slow,) = [row for row in rows if row.startswith("slow ")]
+    assert cells(slow)[1] == "running"
+
+
+@pytest.mark.redis
+def test_jobs_wide_is_every_cell_whole_and_the_holder(crowded):
+    # When an operator asks for the wide table, on a narrow terminal
+    out = ok(crowded.run("jobs", "--wide", env={"COLUMNS": "80"}))
+
+    # Then it is not fitted: names and schedules are whole, the error cut at 60 characters
+    header, *rows = out.splitlines()
+    (long_row,) = [row for row in rows if row.startswith(LONG_NAME)]
+    assert cells(long_row)[2] == SHOWN_SCHEDULE
+    error = long_row[header.index("LAST ERROR"):]
+    assert len(error) == 60 and error.endswith("…") and error.startswith(SHOWN_ERROR)
+    assert "\x1b" not in out and "\u202e" not in out
+    # And the instance running "slow" is its holder
+    (slow,) = [row for row in rows if row.startswith("slow ")]
+    assert slow[header.index("HOLDER"):].split()[0] == "host-a:1"
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(", slow), slow
+
+
+@pytest.mark.redis
+def test_the_history_table_fits_the_terminals_width(crowded):
+    # When an operator lists the group's runs on a terminal 100 wide
+    out = ok(crowded.run("history", env={"COLUMNS": "100"}))
+
+    # Then the long-named job's run is as wide as that, its name and error clipped
+    header, *rows = out.splitlines()
+    assert header.split() == ["STARTED", "JOB", "ATTEMPT", "KIND", "OUTCOME", "DURATION",
+                              "ERROR"]
+    assert max(len(line) for line in out.splitlines()) == 100
+    (long_row,) = [row for row in rows if "failed" in row and "RuntimeError" in row
+                   and LONG_NAME[:11] in row]
+    assert len(long_row) == 100 and long_row.endswith("…")
+    job = cells(long_row)[1]
+    assert job.endswith("…") and LONG_NAME.startswith(job[:-1])
+    assert "\x1b" not in out and "\u202e" not in out
+
+    # And --wide has the whole name, the instance and the escaped error cut at 60
+    wide = ok(crowded.run("history", "--wide", env={"COLUMNS": "100"}))
+    (long_row,) = [row for row in wide.splitlines() if LONG_NAME in row]
+    assert "  host-a:1  " in long_row and long_row.endswith("…")
+    assert long_row[wide.splitlines()[0].index("ERROR"):].startswith(SHOWN_ERROR)
+    assert "\x1b" not in wide and "\u202e" not in wide
+
+    # And show's recent runs are the same tables
+    shown = ok(crowded.run("show", LONG_NAME, env={"COLUMNS": "100"}))
+    runs = shown.split("recent runs (newest first):\n", 1)[1].splitlines()
+    assert runs[0].split() == header.split() and len(runs[1]) == 100
+    shown = ok(crowded.run("show", LONG_NAME, "--wide"))
+    assert "  host-a:1  " in shown.split("recent runs (newest first):\n", 1)[1]
+
+
+def test_wide_and_json_do_not_go_together():
+    result = pyscheduler("jobs", "--wide", "--json")
+    assert result.returncode == 2 and "not allowed with" in result.stderr
 
 
 @pytest.mark.redis
@@ -622,12 +785,13 @@ def test_the_readme_operator_examples_work_on_a_live_group(redis_server, schedul
     assert len(json.loads(outputs["pyscheduler show report --json"])["history"]) == 2
 
     # And the outputs shown are what the commands print (but for the times)
-    shown_jobs = sample_output(lines, "pyscheduler jobs")
-    real_jobs = outputs["pyscheduler jobs"].splitlines()
-    assert shown_jobs[0].split() == real_jobs[0].split()
-    for shown, real in zip(shown_jobs[1:], real_jobs[1:], strict=True):
-        name, status, schedule = re.split(r"  +", real)[:3]
-        assert re.split(r"  +", shown)[:3] == [name, status, schedule]
+    for listing in ("pyscheduler jobs", "pyscheduler jobs --wide"):
+        shown_jobs = sample_output(lines, listing)
+        real_jobs = outputs[listing].splitlines()
+        assert shown_jobs[0].split() == real_jobs[0].split(), listing
+        for shown, real in zip(shown_jobs[1:], real_jobs[1:], strict=True):
+            name, status, schedule = re.split(r"  +", real)[:3]
+            assert re.split(r"  +", shown)[:3] == [name, status, schedule], listing
     expr = "pyscheduler next '0 3 * * *' --tz Europe/Paris --count 3"
     shown_next, real_next = sample_output(lines, expr), outputs[expr].splitlines()
     assert shown_next[0] == real_next[0] and shown_next[1].split() == real_next[1].split()

@@ -82,3 +82,53 @@ def test_table_aligns_columns_without_trailing_blanks():
         "a            scheduled  x",
         "longer-name  paused",
     ]
+
+
+def test_ago_of_nothing_is_a_dash():
+    assert terminal.ago(None, NOW) == "-"
+
+
+HEADERS = ["NAME", "SCHEDULE", "NOTE"]
+#: natural widths: 20 + 2 + 20 + 2 + 40 = 84
+ROWS = [["n" * 20, "s" * 20, "e" * 40], ["short", "every 1h", "-"]]
+
+
+def widest(text: str) -> int:
+    return max(len(line) for line in text.splitlines())
+
+
+def test_a_fitted_table_that_fits_is_the_table():
+    assert terminal.table(HEADERS, ROWS, 84, give_way=(1, 0)) == terminal.table(HEADERS, ROWS)
+
+
+def test_a_fitted_table_clips_the_last_column_to_what_is_left():
+    # When the width leaves the last column 30 of its 40 characters
+    text = terminal.table(HEADERS, ROWS, 74, give_way=(1, 0))
+
+    # Then only that column is cut, marked, and the line is exactly as wide as asked
+    first, second = text.splitlines()[1:]
+    assert first == "n" * 20 + "  " + "s" * 20 + "  " + "e" * 29 + "…"
+    assert second.split() == ["short", "every", "1h", "-"]
+    assert widest(text) == 74
+
+
+def test_the_columns_give_way_in_order_once_the_last_is_down_to_20():
+    # When the last column's 20 are not enough: the second column gives way first...
+    text = terminal.table(HEADERS, ROWS, 60, give_way=(1, 0))
+    assert text.splitlines()[1] == "n" * 20 + "  " + "s" * 15 + "…  " + "e" * 19 + "…"
+    assert widest(text) == 60
+
+    # ... down to 12 characters, and only then the first
+    text = terminal.table(HEADERS, ROWS, 50, give_way=(1, 0))
+    assert text.splitlines()[1] == "n" * 13 + "…  " + "s" * 11 + "…  " + "e" * 19 + "…"
+    assert text.splitlines()[2] == "short" + " " * 11 + "every 1h" + " " * 6 + "-"
+    assert widest(text) == 50
+
+
+def test_a_fitted_table_is_wider_than_asked_only_when_every_column_is_down_to_its_floor():
+    text = terminal.table(HEADERS, ROWS, 10, give_way=(1, 0))
+    assert text.splitlines()[1] == "n" * 11 + "…  " + "s" * 11 + "…  " + "e" * 19 + "…"
+    # a column that does not give way keeps its width; short cells are never cut
+    text = terminal.table(HEADERS, ROWS, 10, give_way=(1,))
+    assert text.splitlines()[1] == "n" * 20 + "  " + "s" * 11 + "…  " + "e" * 19 + "…"
+    assert terminal.table(["A", "LONGER HEADER"], [["x", "y"]], 5) == "A  LONGER HEADER\nx  y"
