@@ -13,11 +13,19 @@ occurrence: script calls (``evalsha``/``eval``/``fcall`` and their ``_ro`` forms
 commands, Redis CPU (``used_cpu_user + used_cpu_sys``), plus the client CPU of all instances,
 and from the merged histories: executed, duplicates, missed and start lateness.
 
+Where the host allows it (Linux, two CPUs or more), redis-server runs on a CPU of its own
+(CPU 0) and the instances on the others, as Redis runs on a host of its own in production:
+sharing CPUs with N client processes, Redis's own CPU per command grows with N (it is
+preempted mid-script, its caches go cold), which is the host's doing, not the group's
+(``--no-pin`` to share). Each group size runs ``--repeat`` times (full: 3; quick: 1), the
+sizes taking turns, and the ratios compare the median of each size's runs, so that one noisy
+run does not decide.
+
 The target (met since jobs have owners): at 8 instances, script calls and Redis CPU per occurrence
 within 1.25x of one instance, no duplicate, none missed.
 
 ``python -m benchmarks.scaling [--quick] [--instances 1,2,4,8] [--jobs 300] [--every 1]
-[--duration 10]``; see ``benchmarks/README.rst``.
+[--duration 10] [--repeat 3] [--no-pin]``; see ``benchmarks/README.rst``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import math
 import os
 import platform
 import queue
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +63,7 @@ __all__ = [
     "main",
     "make_parser",
     "measure",
+    "medians",
     "ratios",
     "report",
     "run_group",
@@ -87,6 +97,8 @@ class Params:
     cooldown: float = 1.0
     #: SchedulerConfig fields of every instance; the rest are the defaults.
     max_concurrent: int = 10
+    #: redis-server on CPU 0 and the instances on the other CPUs (see the module docstring)
+    pinned: bool = False
 
     @property
     def rate(self) -> float:
@@ -131,7 +143,24 @@ def make_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--keep-history", type=Path, default=None, metavar="DIR",
                         help="keep each instance's history file under DIR")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="runs of each group size, the sizes taking turns; the ratios "
+                             "compare medians (default: 3; quick: 1)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="let redis-server share the CPUs with the instances instead of "
+                             "running on CPU 0 alone")
     return parser
+
+
+def _can_pin() -> bool:
+    """Whether redis-server can have a CPU of its own with one left for the instances."""
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+def _pin(pid: int, server: bool) -> None:
+    """Put ``pid`` on the first CPU this process may use (the server) or on the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(pid, set(cpus[:1] if server else cpus[1:]))
 
 
 def _ints(text: str) -> list[int]:
@@ -152,11 +181,16 @@ def _params(args: argparse.Namespace) -> tuple[Params, list[int]]:
     edge = 0.5 if args.quick else 1.0
     if jobs < 1 or args.every <= 0:
         raise SystemExit("--jobs (or --rate * --every) must be at least 1 and --every above 0")
-    params = Params(jobs=jobs, every=args.every, duration=duration, warmup=edge, cooldown=edge)
+    params = Params(jobs=jobs, every=args.every, duration=duration, warmup=edge, cooldown=edge,
+                    pinned=args.pin and _can_pin())
     if params.duration - params.warmup - params.cooldown < params.every:
         raise SystemExit(f"--duration {duration:g} leaves less than one interval between the "
                          f"warm-up and the cool-down ({edge:g} s each)")
-    return params, args.instances or ([1, 2] if args.quick else [1, 2, 4, 8])
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    if repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
+    sizes = args.instances or ([1, 2] if args.quick else [1, 2, 4, 8])
+    return params, sizes * repeat
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -174,16 +208,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
     jsonl = args.results_dir / f"scaling-{stamp}.jsonl"
     print(f"{params.jobs} jobs every {params.every:g} s ({params.rate:g} occurrences/s) for "
-          f"{params.duration:g} s, groups of {', '.join(map(str, sizes))}", file=sys.stderr)
+          f"{params.duration:g} s, groups of {', '.join(map(str, sizes))}"
+          f"{'; redis-server on CPU 0 alone' if params.pinned else ''}", file=sys.stderr)
     lines: list[Line] = []
     for size in sizes:
         print(f"[{size} instance{'s' if size > 1 else ''}]", file=sys.stderr, flush=True)
         line = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "benchmark": "scaling", "instances": size, "params": asdict(params),
                 "host": host, **measure(size, params, args.keep_history)}
-        base = next((done for done in lines if done["instances"] == 1), None)
-        if base is not None and base["status"] == line["status"] == "ok":
-            line["ratio_vs_1"] = ratios(line, base)
         lines.append(line)
         print(json.dumps(line), flush=True)
         with jsonl.open("a") as out:
@@ -200,6 +232,8 @@ def measure(size: int, params: Params, keep: Optional[Path] = None) -> dict[str,
     """Run one group of ``size`` instances on a fresh redis-server; the line's fields."""
     with RedisServer.launch() as server, tempfile.TemporaryDirectory(
             prefix="pysched-scaling-") as tmp:
+        if params.pinned:
+            _pin(server.process.pid, server=True)
         folder = Path(tmp)
         if keep is not None:
             folder = keep / f"n{size}"
@@ -251,6 +285,8 @@ def run_group(size: int, params: Params, server: RedisServer, folder: Path) -> G
                 [sys.executable, "-m", "benchmarks.scaling_instance", json.dumps(config)],
                 cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=stderr_file, text=True, bufsize=1))
+            if params.pinned:
+                _pin(procs[-1].pid, server=False)
         outputs = [_Lines(proc, err) for proc, err in zip(procs, errs)]
         for output in outputs:
             output.expect("loaded", LOAD_TIMEOUT_SECONDS)
@@ -460,12 +496,15 @@ def report(lines: list[Line], params: Params, host: dict[str, Any], stamp: str) 
            f"{params.jobs} interval jobs every {params.every:g} s, spread "
            f"({params.rate:g} occurrences/s), registered by every instance, for "
            f"{params.duration:g} s; measured window leaves out {params.warmup:g} s after the "
-           f"first fire and {params.cooldown:g} s before the stop. Python {host['python']}, "
-           f"{host['cpus']} CPUs, {host['platform']}, redis-server {host['redis']}.", "",
+           f"first fire and {params.cooldown:g} s before the stop"
+           f"{'; redis-server on a CPU of its own' if params.pinned else ''}. Python "
+           f"{host['python']}, {host['cpus']} CPUs, {host['platform']}, redis-server "
+           f"{host['redis']}.", "",
            "| instances | script calls / occurrence | commands / occurrence | "
            "Redis CPU µs / occurrence | client CPU s (all) | executed | duplicates | missed "
            "| p50 lateness ms | p99 lateness ms |",
            "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = sorted(lines, key=lambda line: int(line["instances"]))  # a size's runs together
     ok = [line for line in lines if line["status"] == "ok"]
     for line in lines:
         if line["status"] != "ok":
@@ -519,18 +558,35 @@ def ratios(line: Line, base: Line) -> dict[str, float]:
         ("redis_cpu", "redis_cpu_us_per_occurrence"))}
 
 
+def medians(ok: list[Line]) -> dict[int, Line]:
+    """Per group size, its runs in one: the median of each per-occurrence cost, and the
+    duplicates and missed occurrences of all its runs added up."""
+    sizes: dict[int, list[Line]] = {}
+    for line in ok:
+        sizes.setdefault(int(line["instances"]), []).append(line)
+    return {size: {"instances": size, "runs": len(runs),
+                   **{key: statistics.median(run[key] for run in runs)
+                      for key in ("script_calls_per_occurrence", "redis_cpu_us_per_occurrence")},
+                   "duplicates": sum(run["duplicates"] for run in runs),
+                   "missed": sum(run["missed"] for run in runs)}
+            for size, runs in sorted(sizes.items())}
+
+
 def _verdict(ok: list[Line]) -> list[str]:
-    base = next((line for line in ok if line["instances"] == 1), None)
+    merged = medians(ok)
+    base = merged.get(1)
     if base is None:
         return ["No run of 1 instance: no ratios."]
-    out = []
-    for line in ok:
+    runs = {line["runs"] for line in merged.values()}
+    out = [f"Medians of {'/'.join(map(str, sorted(runs)))} runs per size:"] \
+        if max(runs) > 1 else []
+    for line in merged.values():
         if line is not base:
-            found = line.setdefault("ratio_vs_1", ratios(line, base))
+            found = line["ratio_vs_1"] = ratios(line, base)
             out.append(f"- {line['instances']} instances vs 1: script calls "
                        f"x{found['script_calls']:.2f}, Redis CPU x{found['redis_cpu']:.2f} "
                        f"per occurrence")
-    top = max(ok, key=lambda line: int(line["instances"]))
+    top = merged[max(merged)]
     if top is base:
         return out
     found = top["ratio_vs_1"]
@@ -543,6 +599,7 @@ def _verdict(ok: list[Line]) -> list[str]:
                f"occurrence within x{TARGET_RATIO} of 1 instance, 0 duplicates, 0 missed): "
                f"{'**met**' if met else '**not met**'} ({detail})")
     return out
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
